@@ -1,0 +1,1 @@
+"""slowburn shell: decoders, sources, sinks, Kafka runtime, metrics and the command line."""

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``slowburn`` CLI, one module each (see :mod:`stream.cli`)."""

@@ -1,0 +1,124 @@
+"""The decoder protocol shared by every input format.
+
+A decoder turns raw messages (bytes, as they come off Kafka, a UDP socket or a file
+line) into canonical columnar batches plus dead letters. It never raises on bad input:
+every message it cannot decode becomes a :class:`DeadLetter` with a bounded ``reason``
+(safe as a metric label) and a human ``detail``.
+
+>>> class Upper(Decoder):
+...     name = "upper"
+...     def decode(self, messages):
+...         out = DecodeResult()
+...         for m in messages:
+...             if not m.value:
+...                 out.dead.append(DeadLetter.of(m, "empty", "no bytes", self.name))
+...         return out
+>>> r = Upper().decode([Message(b"", "t/0", 7)])
+>>> r.dead[0].reason, r.dead[0].offset, len(r.flows)
+('empty', 7, 0)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pipelines.records import DnsBatch, FlowBatch
+
+__all__ = ["MAX_MESSAGE_BYTES", "DeadLetter", "DecodeResult", "Decoder", "Message"]
+
+#: Messages larger than this are dead-lettered as ``oversized`` before any parsing.
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+@dataclass(slots=True)
+class Message:
+    """One raw input message and where it came from.
+
+    ``origin`` is ``"topic/partition"`` for Kafka, a file path for replay, or
+    ``"udp:ADDR:PORT"`` for the NetFlow collector. ``offset`` is the Kafka offset, the
+    line/record number in the file, or a datagram counter. ``peer`` is the exporter
+    address for NetFlow datagrams (templates are cached per exporter + domain).
+    ``timestamp`` is the transport's own time in epoch seconds, when it has one.
+    """
+
+    value: bytes
+    origin: str = ""
+    offset: int = -1
+    key: bytes | None = None
+    peer: str = ""
+    timestamp: float | None = None
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A message that could not be decoded, with the reason.
+
+    ``reason`` is a short snake_case label from a small fixed vocabulary (``not_json``,
+    ``schema``, ``nan``, ``negative``, ``oversized``, ``truncated``, ``unknown_template``,
+    ``template_timeout``, ``unknown_format``, ``bad_value``); ``detail`` says what exactly.
+    """
+
+    value: bytes
+    reason: str
+    detail: str
+    decoder: str
+    origin: str = ""
+    offset: int = -1
+
+    @classmethod
+    def of(cls, msg: Message, reason: str, detail: str, decoder: str) -> DeadLetter:
+        return cls(msg.value, reason, detail[:500], decoder, msg.origin, msg.offset)
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """Kafka headers for the dead-letter topic (DESIGN §4)."""
+        topic, _, partition = self.origin.rpartition("/")
+        if not topic:
+            topic, partition = self.origin, ""
+        return [
+            ("error", f"{self.reason}: {self.detail}".encode()),
+            ("reason", self.reason.encode()),
+            ("decoder", self.decoder.encode()),
+            ("source", self.origin.encode()),
+            ("source_topic", topic.encode()),
+            ("partition", partition.encode()),
+            ("offset", str(self.offset).encode()),
+        ]
+
+
+@dataclass
+class DecodeResult:
+    """What a decoder returns: flows, DNS transactions, dead letters."""
+
+    flows: FlowBatch = field(default_factory=FlowBatch.empty)
+    dns: DnsBatch = field(default_factory=DnsBatch.empty)
+    dead: list[DeadLetter] = field(default_factory=list)
+    #: messages that decoded into nothing on purpose (e.g. a Zeek http.log line, a template-only datagram)
+    ignored: int = 0
+
+    def extend(self, other: DecodeResult) -> None:
+        self.flows = FlowBatch.concat([self.flows, other.flows])
+        self.dns = DnsBatch.concat([self.dns, other.dns])
+        self.dead.extend(other.dead)
+        self.ignored += other.ignored
+
+
+class Decoder(ABC):
+    """One input format. Instances may hold state (NetFlow templates, a flow table)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def decode(self, messages: Sequence[Message]) -> DecodeResult:
+        """Decode a batch of messages. Never raises on bad input."""
+
+    def flush(self) -> DecodeResult:
+        """Emit whatever is held back (open flows, data waiting for a template)."""
+        return DecodeResult()
+
+    @classmethod
+    def sniff(cls, value: bytes) -> bool:
+        """True if ``value`` looks like this format (used by auto-detection)."""
+        return False
