@@ -1,0 +1,356 @@
+"""Helpers shared by the JSON-family decoders (goflow2, Zeek, Suricata, pmacct).
+
+The hot path is: one typed ``msgspec`` decode per message, collect the Structs, then build
+python lists per column and one :meth:`FlowBatch.from_columns`. Only a message that fails
+typed decoding takes the slow path, :func:`classify`, whose only job is to pick the
+dead-letter reason.
+
+>>> import msgspec
+>>> class R(msgspec.Struct):
+...     n: Counter = 0
+>>> ok, msgs, dead = typed_decode(msgspec.json.Decoder(R),
+...     [Message(b'{"n": 3}'), Message(b'{"n": -1}'), Message(b'nope'), Message(b'{"n": NaN}')], "t")
+>>> [r.n for r in ok], [d.reason for d in dead]
+([3], ['negative', 'not_json', 'nan'])
+>>> proto_number("TCP"), proto_number(17), proto_number("ipv6-icmp"), proto_number("bogus")
+(6, 17, 58, -1)
+>>> canon_ip("2001:DB8::1"), canon_ip("10.0.0.1"), canon_ip("nope")
+('2001:db8::1', '10.0.0.1', None)
+>>> parse_ts("2024-02-13T14:34:40.856120+0000"), parse_ts(1707834880.5), parse_ts("x")
+(1707834880.85612, 1707834880.5, nan)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from operator import attrgetter
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+
+from pipelines.records import DnsBatch, FlowBatch
+from stream.decoders.base import MAX_MESSAGE_BYTES, DeadLetter, Message
+
+__all__ = [
+    "COUNTER_MAX",
+    "Counter",
+    "Flags",
+    "Port",
+    "Proto",
+    "Rate",
+    "canon_ip",
+    "canon_ips",
+    "classify",
+    "column",
+    "finish_dns",
+    "finish_flows",
+    "finite",
+    "parse_ts",
+    "proto_number",
+    "proto_numbers",
+    "typed_decode",
+]
+
+#: Counters are bounded so that ``counter * sampling_rate`` always fits in int64.
+COUNTER_MAX = 1 << 46
+Counter = Annotated[int, msgspec.Meta(ge=0, le=COUNTER_MAX)]
+Rate = Annotated[int, msgspec.Meta(ge=0, le=1 << 16)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Flags = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Proto = Annotated[int, msgspec.Meta(ge=0, le=255)] | str
+
+#: IANA protocol numbers for the names the sensors print (lower-cased).
+PROTO_NAMES: dict[str, int] = {
+    "hopopt": 0,
+    "icmp": 1,
+    "igmp": 2,
+    "ipip": 4,
+    "ipv4": 4,
+    "tcp": 6,
+    "egp": 8,
+    "udp": 17,
+    "ipv6": 41,
+    "rsvp": 46,
+    "gre": 47,
+    "esp": 50,
+    "ah": 51,
+    "icmpv6": 58,
+    "ipv6-icmp": 58,
+    "icmp6": 58,
+    "ospf": 89,
+    "ospfigp": 89,
+    "pim": 103,
+    "vrrp": 112,
+    "l2tp": 115,
+    "sctp": 132,
+}
+_PROTO_CACHE: dict[Any, int] = {}
+
+
+def proto_number(value: Any) -> int:
+    """IANA protocol number of a name ("TCP", "udp") or number; -1 if unknown."""
+    got = _PROTO_CACHE.get(value)
+    if got is not None:
+        return got
+    if isinstance(value, bool):
+        out = -1
+    elif isinstance(value, int):
+        out = value if 0 <= value <= 255 else -1
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        out = PROTO_NAMES.get(text, -1)
+        if out < 0 and text.isdigit() and int(text) <= 255:
+            out = int(text)
+    else:
+        return -1
+    if len(_PROTO_CACHE) < 10_000:
+        _PROTO_CACHE[value] = out
+    return out
+
+
+_IP_CACHE: dict[str, str | None] = {}
+_ORIGIN = attrgetter("origin")
+_OFFSET = attrgetter("offset")
+
+
+def canon_ip(value: Any) -> str | None:
+    """Canonical interned spelling of an IP address, or None if ``value`` is not one."""
+    got = _IP_CACHE.get(value, False) if isinstance(value, str) else None
+    if got is not False:
+        return got  # type: ignore[return-value]
+    try:
+        text: str | None = sys.intern(str(ipaddress.ip_address(value.split("%", 1)[0])))
+    except ValueError:
+        text = None
+    if len(_IP_CACHE) > 1_000_000:
+        _IP_CACHE.clear()
+    _IP_CACHE[value] = text
+    return text
+
+
+def parse_ts(value: Any) -> float:
+    """Epoch seconds from an epoch number or an ISO-8601 string; NaN if unparseable.
+
+    Naive ISO strings are taken as UTC (pmacct prints ``"2024-02-13 14:34:00"``).
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        return math.nan
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+def _has_nonfinite(obj: Any, depth: int = 0) -> bool:
+    if depth > 64:
+        return False
+    if isinstance(obj, float):
+        return not math.isfinite(obj)
+    if isinstance(obj, dict):
+        return any(_has_nonfinite(v, depth + 1) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_has_nonfinite(v, depth + 1) for v in obj)
+    return False
+
+
+def classify(value: bytes, exc: Exception | None) -> tuple[str, str]:
+    """Slow path: the dead-letter (reason, detail) of a message that failed typed decoding."""
+    if isinstance(exc, msgspec.ValidationError):
+        text = str(exc)
+        if "Number out of range" in text:
+            return "nan", text
+        if ">= 0" in text:
+            return "negative", text
+        if "<=" in text or ">=" in text:
+            return "bad_value", text
+        return "schema", text
+    try:
+        obj = json.loads(value)
+    except (ValueError, RecursionError, UnicodeDecodeError, TypeError):
+        return "not_json", str(exc) if exc else "not JSON"
+    if _has_nonfinite(obj):
+        return "nan", "NaN or Infinity in a numeric field"
+    return "schema", str(exc) if exc else "unexpected structure"
+
+
+def oversized(msg: Message, decoder: str) -> DeadLetter | None:
+    """A dead letter if ``msg`` exceeds :data:`MAX_MESSAGE_BYTES`, else None."""
+    if len(msg.value) > MAX_MESSAGE_BYTES:
+        return DeadLetter.of(
+            msg, "oversized", f"{len(msg.value)} bytes > {MAX_MESSAGE_BYTES}", decoder
+        )
+    return None
+
+
+def typed_decode(
+    dec: msgspec.json.Decoder[Any],
+    messages: Sequence[Message],
+    name: str,
+    alt: msgspec.json.Decoder[Any] | None = None,
+    alt_out: tuple[list[Any], list[Message]] | None = None,
+) -> tuple[list[Any], list[Message], list[DeadLetter]]:
+    """Decode each message with ``dec``; return (structs, their messages, dead letters).
+
+    The common case (every message decodes) runs as one comprehension; a batch with a
+    bad message is redone message by message. ``alt`` is tried when ``dec`` rejects a
+    message's schema (e.g. an older key spelling); its Structs and messages are appended
+    to the two lists of ``alt_out``.
+    """
+    values = [m.value for m in messages]
+    if not values:
+        return [], [], []
+    decode = dec.decode
+    if max(map(len, values)) <= MAX_MESSAGE_BYTES:
+        try:
+            return list(map(decode, values)), list(messages), []
+        except (
+            msgspec.DecodeError,
+            msgspec.ValidationError,
+            TypeError,
+            ValueError,
+            RecursionError,
+        ):
+            pass
+    ok: list[Any] = []
+    ok_msgs: list[Message] = []
+    dead: list[DeadLetter] = []
+    for m, v in zip(messages, values, strict=True):
+        try:
+            if len(v) > MAX_MESSAGE_BYTES:
+                dead.append(
+                    DeadLetter.of(m, "oversized", f"{len(v)} bytes > {MAX_MESSAGE_BYTES}", name)
+                )
+                continue
+            ok.append(decode(v))
+            ok_msgs.append(m)
+        except msgspec.ValidationError as exc:
+            if alt is not None and alt_out is not None:
+                try:
+                    alt_out[0].append(alt.decode(v))
+                    alt_out[1].append(m)
+                    continue
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    pass
+            reason, detail = classify(v, exc)
+            dead.append(DeadLetter.of(m, reason, detail, name))
+        except msgspec.DecodeError as exc:
+            reason, detail = classify(v, exc)
+            dead.append(DeadLetter.of(m, reason, detail, name))
+        except (TypeError, ValueError, RecursionError) as exc:
+            dead.append(DeadLetter.of(m, "not_json", f"{type(exc).__name__}: {exc}", name))
+    return ok, ok_msgs, dead
+
+
+def column(recs: list[Any], attr: str) -> list[Any]:
+    """One attribute of every Struct in ``recs``, as a list."""
+    return list(map(attrgetter(attr), recs))
+
+
+def canon_ips(values: list[Any]) -> list[str | None]:
+    """:func:`canon_ip` over a column, at dict-lookup speed once addresses are cached."""
+    try:
+        return list(map(_IP_CACHE.__getitem__, values))
+    except (KeyError, TypeError):
+        return [canon_ip(v) for v in values]
+
+
+def proto_numbers(values: list[Any]) -> list[int]:
+    """:func:`proto_number` over a column."""
+    try:
+        return list(map(_PROTO_CACHE.__getitem__, values))
+    except (KeyError, TypeError):
+        return [proto_number(v) for v in values]
+
+
+def finish_flows(
+    cols: dict[str, Any], msgs: Sequence[Message], name: str, dead: list[DeadLetter]
+) -> FlowBatch:
+    """Validate and build a FlowBatch from per-column python lists.
+
+    ``cols["src"]``/``cols["dst"]`` hold raw address strings (canonicalised here),
+    ``cols["proto"]`` raw protocol names or numbers. Rows with an invalid address,
+    an unknown protocol or a non-finite time become ``bad_value``/``nan`` dead letters.
+    """
+    n = len(msgs)
+    if n == 0:
+        return FlowBatch.empty()
+    cols["src"] = src = canon_ips(cols["src"])
+    cols["dst"] = dst = canon_ips(cols["dst"])
+    cols["proto"] = proto = proto_numbers(cols["proto"])
+    ts_start = np.asarray(cols["ts_start"], dtype=np.float64)
+    ts_end = np.asarray(cols["ts_end"], dtype=np.float64)
+    cols["ts_start"], cols["ts_end"] = ts_start, ts_end
+    finite_t = np.isfinite(ts_start) & np.isfinite(ts_end)
+    bad_ip = None in src or None in dst
+    bad_proto = -1 in proto
+    if bad_ip or bad_proto:
+        cols["src"] = [s or "" for s in src]
+        cols["dst"] = [d or "" for d in dst]
+        cols["proto"] = [max(p, 0) for p in proto]
+    cols["origin"] = list(map(_ORIGIN, msgs))
+    cols["offset"] = list(map(_OFFSET, msgs))
+    batch = FlowBatch.from_columns(cols)
+    if not (bad_ip or bad_proto) and bool(finite_t.all()):
+        return batch
+    keep = finite_t.copy()
+    for i in range(n):
+        if not finite_t[i]:
+            dead.append(DeadLetter.of(msgs[i], "nan", "non-finite or unparseable time", name))
+        elif src[i] is None or dst[i] is None:
+            keep[i] = False
+            dead.append(DeadLetter.of(msgs[i], "bad_value", "invalid IP address", name))
+        elif proto[i] < 0:
+            keep[i] = False
+            dead.append(DeadLetter.of(msgs[i], "bad_value", "unknown protocol", name))
+    return batch.take(keep)
+
+
+def finish_dns(
+    cols: dict[str, Any], msgs: Sequence[Message], name: str, dead: list[DeadLetter]
+) -> DnsBatch:
+    """Validate and build a DnsBatch from per-column python lists (see :func:`finish_flows`)."""
+    n = len(msgs)
+    if n == 0:
+        return DnsBatch.empty()
+    cols["src"] = src = canon_ips(cols["src"])
+    cols["dst"] = dst = canon_ips(cols["dst"])
+    if "proto" in cols:
+        cols["proto"] = [p if p >= 0 else 17 for p in proto_numbers(cols["proto"])]
+    ts = np.asarray(cols["ts"], dtype=np.float64)
+    cols["ts"] = ts
+    good_t = np.isfinite(ts)
+    bad_ip = None in src or None in dst
+    if bad_ip:
+        cols["src"] = [s or "" for s in src]
+        cols["dst"] = [d or "" for d in dst]
+    cols["origin"] = list(map(_ORIGIN, msgs))
+    cols["offset"] = list(map(_OFFSET, msgs))
+    batch = DnsBatch.from_columns(cols)
+    if not bad_ip and bool(good_t.all()):
+        return batch
+    keep = good_t.copy()
+    for i in range(n):
+        if not good_t[i]:
+            dead.append(DeadLetter.of(msgs[i], "nan", "non-finite or unparseable time", name))
+        elif src[i] is None or dst[i] is None:
+            keep[i] = False
+            dead.append(DeadLetter.of(msgs[i], "bad_value", "invalid IP address", name))
+    return batch.take(keep)
