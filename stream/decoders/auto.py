@@ -1,0 +1,181 @@
+"""Auto-detection: sniff every message and dispatch it to a per-format decoder.
+
+Sniffing is cheap (first bytes and key presence); each format's decoder is created
+lazily, once, and kept (stateful decoders keep their state: NetFlow templates, Zeek TSV
+headers, Suricata pending DNS requests). Within a batch the relative order of each
+format's messages is kept. A message no format claims, or whose format's module is not
+installed, is an ``unknown_format`` dead letter.
+
+>>> auto = AutoDecoder()
+>>> r = auto.decode([
+...     Message(b'{"ts":1707834880.5,"id.orig_h":"10.0.0.5","id.orig_p":1,"id.resp_h":"10.0.0.6",'
+...             b'"id.resp_p":445,"proto":"tcp","conn_state":"S0"}', "zeek/0", 1),
+...     Message(b'{"event_type":"alert","src_ip":"10.0.0.5"}', "eve/0", 2),
+...     Message(b"\\x01\\x02 garbage", "x/0", 3)])
+>>> len(r.flows), r.ignored, [d.reason for d in r.dead], sorted(auto.decoders)
+(1, 1, ['unknown_format'], ['suricata', 'zeek-json'])
+>>> sniff_format(b'{"type":"IPFIX","src_addr":"10.0.0.1","time_flow_start_ns":1}')
+'goflow2-json'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from stream.decoders import get_decoder
+from stream.decoders.base import MAX_MESSAGE_BYTES, DeadLetter, Decoder, DecodeResult, Message
+from stream.decoders.goflow2_json import Goflow2JsonDecoder
+from stream.decoders.pmacct import PmacctDecoder
+from stream.decoders.suricata import SuricataDecoder
+from stream.decoders.zeek import ZeekJsonDecoder, ZeekTsvDecoder
+
+__all__ = ["AutoDecoder", "sniff_format"]
+
+log = logging.getLogger(__name__)
+
+_WS = b" \t\r\n"
+
+
+def _looks_like_pb(value: bytes) -> bool:
+    """True if ``value`` is exactly a sequence of varint length-prefixed protobuf messages."""
+    pos, end = 0, len(value)
+    count = 0
+    while pos < end:
+        size = shift = 0
+        while True:
+            if pos >= end or shift > 28:
+                return False
+            b = value[pos]
+            pos += 1
+            size |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        if size == 0 or pos + size > end:
+            return False
+        key = value[pos]
+        if key & 7 not in (0, 1, 2, 5) or (key < 0x80 and key >> 3 == 0):
+            return False
+        pos += size
+        count += 1
+    return count > 0
+
+
+def sniff_format(value: bytes) -> str | None:
+    """The format name a message looks like, or None.
+
+    >>> sniff_format(b'{"kind":"pkt","ts":1}'), sniff_format(b"\\x00\\x09\\x00\\x01"), sniff_format(b"#fields\\tts")
+    ('summary', 'netflow', 'zeek-tsv')
+    """
+    if not value:
+        return None
+    first = value[:1]
+    if first in b"{ \t\r\n" and value.lstrip(_WS)[:1] == b"{":
+        head = value[:300]
+        if b'"kind":"pkt"' in head or b'"kind": "pkt"' in head:
+            return "summary"
+        if PmacctDecoder.sniff(value):
+            return "pmacct"
+        if Goflow2JsonDecoder.sniff(value):
+            return "goflow2-json"
+        if SuricataDecoder.sniff(value):
+            return "suricata"
+        if ZeekJsonDecoder.sniff(value.lstrip(_WS)):
+            return "zeek-json"
+        return None
+    if first == b"#":
+        return "zeek-tsv" if ZeekTsvDecoder.sniff(value) or value.startswith(b"#") else None
+    if len(value) >= 4 and value[0] == 0 and value[1] in (5, 9, 10):
+        return "netflow"
+    if _looks_like_pb(value):
+        return "goflow2-pb"
+    return None
+
+
+class AutoDecoder(Decoder):
+    """Dispatch each message to the decoder of the format it looks like.
+
+    ``formats`` optionally restricts which formats may be chosen. Zeek TSV data lines
+    are recognised by their origin, once a ``#`` header line was seen from it.
+    """
+
+    name: ClassVar[str] = "auto"
+
+    def __init__(self, formats: Sequence[str] | None = None, max_origins: int = 10_000) -> None:
+        self.formats = list(formats) if formats is not None else None
+        self.max_origins = max_origins
+        self.decoders: dict[str, Decoder] = {}
+        self.missing: set[str] = set()
+        self.tsv_origins: dict[str, None] = {}
+
+    def _decoder(self, fmt: str) -> Decoder | None:
+        dec = self.decoders.get(fmt)
+        if dec is None and fmt not in self.missing:
+            try:
+                dec = self.decoders[fmt] = get_decoder(fmt)
+            except ImportError as exc:
+                log.warning("format %s detected but its decoder is not available: %s", fmt, exc)
+                self.missing.add(fmt)
+        return dec
+
+    def _format(self, m: Message) -> str | None:
+        v = m.value
+        if m.origin in self.tsv_origins and v[:1] not in (b"{", b"#"):
+            return "zeek-tsv"
+        fmt = sniff_format(v)
+        if fmt == "zeek-tsv" and m.origin not in self.tsv_origins:
+            if len(self.tsv_origins) >= self.max_origins:
+                self.tsv_origins.pop(next(iter(self.tsv_origins)))
+            self.tsv_origins[m.origin] = None
+        return fmt
+
+    def decode(self, messages: Sequence[Message]) -> DecodeResult:
+        out = DecodeResult()
+        groups: dict[str, list[Message]] = {}
+        for m in messages:
+            if len(m.value) > MAX_MESSAGE_BYTES:
+                out.dead.append(
+                    DeadLetter.of(
+                        m, "oversized", f"{len(m.value)} bytes > {MAX_MESSAGE_BYTES}", self.name
+                    )
+                )
+                continue
+            fmt = self._format(m)
+            if fmt is None or (self.formats is not None and fmt not in self.formats):
+                out.dead.append(
+                    DeadLetter.of(
+                        m, "unknown_format", "no input format recognises this message", self.name
+                    )
+                )
+                continue
+            groups.setdefault(fmt, []).append(m)
+        for fmt, msgs in groups.items():
+            dec = self._decoder(fmt)
+            if dec is None:
+                out.dead.extend(
+                    DeadLetter.of(
+                        m, "unknown_format", f"decoder for {fmt} is not installed", self.name
+                    )
+                    for m in msgs
+                )
+                continue
+            try:
+                out.extend(dec.decode(msgs))
+            except Exception as exc:  # a decoder bug must not stop the stream
+                log.exception("decoder %s raised on a batch of %d messages", fmt, len(msgs))
+                out.dead.extend(
+                    DeadLetter.of(m, "bad_value", f"{fmt} decoder error: {exc!r}", self.name)
+                    for m in msgs
+                )
+        return out
+
+    def flush(self) -> DecodeResult:
+        out = DecodeResult()
+        for dec in self.decoders.values():
+            out.extend(dec.flush())
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
