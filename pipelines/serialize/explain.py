@@ -38,9 +38,9 @@ def jsonable(v: Any) -> Any:
     if v is None or isinstance(v, bool | str):
         return v
     if isinstance(v, int):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
+        return int(v)
+    if isinstance(v, float):  # also numpy.float64, a float subclass
+        return float(v) if math.isfinite(v) else None
     if isinstance(v, dict):
         return {str(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
