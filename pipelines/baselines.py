@@ -89,7 +89,7 @@ class RobustBaseline:
         f = len(self.features)
 
         def pad(a: np.ndarray, fill: float = 0.0) -> np.ndarray:
-            shape = (new - cap,) + a.shape[1:]
+            shape = (new - cap, *a.shape[1:])
             return np.concatenate([a, np.full(shape, fill, dtype=a.dtype)])
 
         self.n = pad(self.n)
@@ -167,7 +167,9 @@ class RobustBaseline:
         return out
 
     # -- learning -----------------------------------------------------------------------
-    def learn(self, ids: np.ndarray, x: np.ndarray, allow: np.ndarray | None = None, t: int = 0) -> None:
+    def learn(
+        self, ids: np.ndarray, x: np.ndarray, allow: np.ndarray | None = None, t: int = 0
+    ) -> None:
         """Update the entities ``ids`` with raw values ``x`` where ``allow`` is True.
 
         ``ids`` must be unique within one call (one sample per entity and window).
@@ -215,6 +217,7 @@ class RobustBaseline:
     def nbytes(self) -> int:
         """Approximate state size in bytes (arrays plus the entity index)."""
         arrays = sum(
-            a.nbytes for a in (self.n, self.loc, self.spread, self.ref_loc, self.ref_spread, self.last_seen)
+            a.nbytes
+            for a in (self.n, self.loc, self.spread, self.ref_loc, self.ref_spread, self.last_seen)
         )
         return int(arrays + sum(len(s) + 90 for s in self.names))

@@ -92,7 +92,9 @@ def _matches(inc: Mapping[str, Any], a: Any, slack: float) -> bool:
     return bool(a.start <= end and a.end >= start)
 
 
-def match_incident(inc: Mapping[str, Any], alerts: Sequence[Any], slack: float = 3600.0) -> Match | None:
+def match_incident(
+    inc: Mapping[str, Any], alerts: Sequence[Any], slack: float = 3600.0
+) -> Match | None:
     """The earliest alert revision that matches truth incident ``inc`` (or ``None``)."""
     hits = [a for a in alerts if _matches(inc, a, slack)]
     if not hits:
@@ -125,7 +127,9 @@ class EvalReport:
 
     @property
     def recall(self) -> float:
-        return sum(r.detected for r in self.incidents) / len(self.incidents) if self.incidents else 1.0
+        return (
+            sum(r.detected for r in self.incidents) / len(self.incidents) if self.incidents else 1.0
+        )
 
     @property
     def precision(self) -> float:

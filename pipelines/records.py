@@ -181,7 +181,9 @@ class _Batch:
             return cls.empty()
         if len(batches) == 1:
             return batches[0]
-        return cls(**{name: np.concatenate([getattr(b, name) for b in batches]) for name in cls.FIELDS})
+        return cls(
+            **{name: np.concatenate([getattr(b, name) for b in batches]) for name in cls.FIELDS}
+        )
 
     def __len__(self) -> int:
         return len(getattr(self, self.TIME))
@@ -214,7 +216,9 @@ class _Batch:
             if not isinstance(arr, np.ndarray) or arr.shape != (n,):
                 raise RecordError(f"{type(self).__name__}.{name}: expected shape ({n},)")
             if arr.dtype != np.dtype(dtype):
-                raise RecordError(f"{type(self).__name__}.{name}: dtype {arr.dtype} != {np.dtype(dtype)}")
+                raise RecordError(
+                    f"{type(self).__name__}.{name}: dtype {arr.dtype} != {np.dtype(dtype)}"
+                )
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Yield one plain-Python dict per record (for JSON output and debugging)."""

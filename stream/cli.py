@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Streaming detection of slow exfiltration, beaconing, DNS tunnelling "
         "and living-off-the-land lateral movement.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = _load(name)

@@ -35,7 +35,9 @@ class Config:
                 raise StreamError(f"config: unknown top-level key {key!r} (known: {known})")
         self.raw = raw
         try:
-            self.settings = Settings.from_mapping({k: raw[k] for k in PIPELINE_SECTIONS if k in raw})
+            self.settings = Settings.from_mapping(
+                {k: raw[k] for k in PIPELINE_SECTIONS if k in raw}
+            )
         except ConfigError as exc:
             raise StreamError(f"config: {exc}") from exc
 
@@ -64,7 +66,9 @@ def load_config(path: str | Path | None) -> Config:
     try:
         data = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise StreamError(f"config: {p} is not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {exc}") from exc
+        raise StreamError(
+            f"config: {p} is not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {exc}"
+        ) from exc
     if data is not None and not isinstance(data, Mapping):
         raise StreamError(f"config: {p} must hold a mapping at the top level")
     return Config(data)

@@ -42,7 +42,9 @@ def _split(r: DecodeResult, upto: float) -> tuple[DecodeResult, DecodeResult]:
     """(records with time <= upto, the rest); dead letters go with the first part."""
     fmask = r.flows.ts_start <= upto
     dmask = r.dns.ts <= upto
-    now = DecodeResult(flows=r.flows.take(fmask), dns=r.dns.take(dmask), dead=r.dead, ignored=r.ignored)
+    now = DecodeResult(
+        flows=r.flows.take(fmask), dns=r.dns.take(dmask), dead=r.dead, ignored=r.ignored
+    )
     later = DecodeResult(flows=r.flows.take(~fmask), dns=r.dns.take(~dmask))
     return now, later
 
@@ -52,7 +54,12 @@ def merge_chunks(inputs: Iterable[Iterable[DecodeResult]]) -> Iterator[DecodeRes
     iters = [iter(i) for i in inputs]
     if len(iters) == 1:
         for r in iters[0]:
-            yield DecodeResult(flows=r.flows.sorted_by_time(), dns=r.dns.sorted_by_time(), dead=r.dead, ignored=r.ignored)
+            yield DecodeResult(
+                flows=r.flows.sorted_by_time(),
+                dns=r.dns.sorted_by_time(),
+                dead=r.dead,
+                ignored=r.ignored,
+            )
         return
     held: list[DecodeResult] = [DecodeResult() for _ in iters]
     frontier = [-math.inf] * len(iters)

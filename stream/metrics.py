@@ -30,7 +30,22 @@ from pipelines import __version__
 
 __all__ = ["Metrics", "serve"]
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 _LAG_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400)
 
 
@@ -40,12 +55,22 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r, ns = self.registry, "slowburn"
-        self.consumed = Counter("records_consumed", "Messages read from inputs", ["source"], namespace=ns, registry=r)
+        self.consumed = Counter(
+            "records_consumed", "Messages read from inputs", ["source"], namespace=ns, registry=r
+        )
         self.decoded = Counter(
-            "records_decoded", "Canonical records decoded", ["source", "kind"], namespace=ns, registry=r
+            "records_decoded",
+            "Canonical records decoded",
+            ["source", "kind"],
+            namespace=ns,
+            registry=r,
         )
         self.dead = Counter(
-            "records_dead_lettered", "Messages sent to the dead-letter sink", ["source", "reason"], namespace=ns, registry=r
+            "records_dead_lettered",
+            "Messages sent to the dead-letter sink",
+            ["source", "reason"],
+            namespace=ns,
+            registry=r,
         )
         self.latency = Histogram(
             "processing_latency_seconds",
@@ -62,26 +87,53 @@ class Metrics:
             buckets=_LAG_BUCKETS,
         )
         self.consumer_lag = Gauge(
-            "consumer_lag_messages", "Log end offset minus position", ["topic", "partition"], namespace=ns, registry=r
+            "consumer_lag_messages",
+            "Log end offset minus position",
+            ["topic", "partition"],
+            namespace=ns,
+            registry=r,
         )
         self.findings = Counter(
-            "findings", "Detector findings before incident grouping", ["detector"], namespace=ns, registry=r
+            "findings",
+            "Detector findings before incident grouping",
+            ["detector"],
+            namespace=ns,
+            registry=r,
         )
         self.alerts = Counter(
-            "alerts", "Alerts (incident creations and updates) sent", ["detector", "severity"], namespace=ns, registry=r
+            "alerts",
+            "Alerts (incident creations and updates) sent",
+            ["detector", "severity"],
+            namespace=ns,
+            registry=r,
         )
-        self.entities = Gauge("entities_tracked", "Entities with state", ["detector"], namespace=ns, registry=r)
-        self.state_bytes = Gauge("state_bytes", "Size of the last state snapshot", namespace=ns, registry=r)
+        self.entities = Gauge(
+            "entities_tracked", "Entities with state", ["detector"], namespace=ns, registry=r
+        )
+        self.state_bytes = Gauge(
+            "state_bytes", "Size of the last state snapshot", namespace=ns, registry=r
+        )
         self.checkpoint_seconds = Histogram(
             "checkpoint_duration_seconds", "Time to write one checkpoint", namespace=ns, registry=r
         )
         self.checkpoint_ts = Gauge(
-            "checkpoint_last_success_timestamp_seconds", "Unix time of the last checkpoint", namespace=ns, registry=r
+            "checkpoint_last_success_timestamp_seconds",
+            "Unix time of the last checkpoint",
+            namespace=ns,
+            registry=r,
         )
-        self.checkpoints = Counter("checkpoints", "Checkpoints written", ["result"], namespace=ns, registry=r)
-        self.drift = Counter("model_drift_events", "baseline_drift findings raised", namespace=ns, registry=r)
-        self.late = Counter("late_records", "Records later than the lateness allowance", namespace=ns, registry=r)
-        self.rebalances = Counter("rebalances", "Partition assignment changes", ["change"], namespace=ns, registry=r)
+        self.checkpoints = Counter(
+            "checkpoints", "Checkpoints written", ["result"], namespace=ns, registry=r
+        )
+        self.drift = Counter(
+            "model_drift_events", "baseline_drift findings raised", namespace=ns, registry=r
+        )
+        self.late = Counter(
+            "late_records", "Records later than the lateness allowance", namespace=ns, registry=r
+        )
+        self.rebalances = Counter(
+            "rebalances", "Partition assignment changes", ["change"], namespace=ns, registry=r
+        )
         self.build = Info("build", "slowburn build information", namespace=ns, registry=r)
         self.build.info({"version": __version__})
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -123,7 +175,15 @@ class Metrics:
         self._child(self.consumer_lag, topic, str(partition)).set(lag)
 
 
-_SEVERITY = {0: "unknown", 1: "informational", 2: "low", 3: "medium", 4: "high", 5: "critical", 6: "fatal"}
+_SEVERITY = {
+    0: "unknown",
+    1: "informational",
+    2: "low",
+    3: "medium",
+    4: "high",
+    5: "critical",
+    6: "fatal",
+}
 
 
 def serve(metrics: Metrics, port: int, addr: str = "0.0.0.0") -> Any:

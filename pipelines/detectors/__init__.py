@@ -28,7 +28,9 @@ def detector_class(name: str) -> type[Detector]:
     try:
         module, _, cls = DETECTORS[name].partition(":")
     except KeyError:
-        raise ConfigError(f"detectors.{name}: unknown detector; known: {', '.join(DETECTORS)}") from None
+        raise ConfigError(
+            f"detectors.{name}: unknown detector; known: {', '.join(DETECTORS)}"
+        ) from None
     return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
 
 

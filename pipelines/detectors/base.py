@@ -112,7 +112,9 @@ class Finding:
     direction: str = "outbound"  # "outbound" | "lateral" | "inbound" | "internal"
     count: int = 0
     positions: tuple[tuple[str, int], ...] = ()
-    analytic: str = "Statistical"  # OCSF analytic type: "Statistical" | "Learning" | "Rule" | "Behavioral"
+    analytic: str = (
+        "Statistical"  # OCSF analytic type: "Statistical" | "Learning" | "Rule" | "Behavioral"
+    )
 
 
 class Detector(ABC):
