@@ -1,0 +1,172 @@
+"""The small Kafka client interface the runtime is written against.
+
+Two backends implement it: :mod:`stream.kafka.kafka_python` (the default) and
+:mod:`stream.kafka.confluent` (optional, faster). The runtime never touches a client
+library directly, so the backend is a configuration choice.
+
+Rebalance callbacks never do work: they queue :class:`RebalanceEvent` objects that
+the runtime's own loop drains (kafka-python runs listeners on its network thread).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "TP",
+    "AdminClient",
+    "ClientSettings",
+    "ConsumerClient",
+    "InRecord",
+    "ProducerClient",
+    "RebalanceEvent",
+    "RebalanceQueue",
+]
+
+#: (topic, partition)
+TP = tuple[str, int]
+
+
+@dataclass(slots=True)
+class InRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class RebalanceEvent:
+    change: str  # "assigned" | "revoked" | "lost"
+    partitions: frozenset[TP]
+
+
+class RebalanceQueue:
+    """Thread-safe hand-off of rebalance events from the client thread to the loop."""
+
+    def __init__(self) -> None:
+        self._events: list[RebalanceEvent] = []
+        self._lock = threading.Lock()
+
+    def put(self, change: str, partitions: Iterable[TP]) -> None:
+        with self._lock:
+            self._events.append(RebalanceEvent(change, frozenset(partitions)))
+
+    def drain(self) -> list[RebalanceEvent]:
+        with self._lock:
+            out, self._events = self._events, []
+        return out
+
+
+@dataclass
+class ClientSettings:
+    """Connection settings shared by both backends (secrets already resolved)."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "slowburn"
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | OAUTHBEARER
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_password: str = field(default="", repr=False)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def redacted(self) -> dict[str, Any]:
+        """For logs: every secret replaced."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("sasl_password", "ssl_password")}
+        out["sasl_password"] = "***" if self.sasl_password else ""
+        out["ssl_password"] = "***" if self.ssl_password else ""
+        return out
+
+
+class ConsumerClient(ABC):
+    """A group consumer with manual commits."""
+
+    rebalances: RebalanceQueue
+
+    @abstractmethod
+    def subscribe(self, topics: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def poll(self, timeout_s: float, max_records: int) -> list[InRecord]: ...
+
+    @abstractmethod
+    def assignment(self) -> set[TP]: ...
+
+    @abstractmethod
+    def committed(self, tp: TP) -> tuple[int | None, str]:
+        """(offset, metadata) last committed for ``tp`` by this group; (None, "") if none."""
+
+    @abstractmethod
+    def commit(self, offsets: dict[TP, tuple[int, str]]) -> None:
+        """Synchronously commit next-offsets with metadata."""
+
+    @abstractmethod
+    def seek(self, tp: TP, offset: int) -> None: ...
+
+    @abstractmethod
+    def pause(self, tps: Iterable[TP]) -> None: ...
+
+    @abstractmethod
+    def resume(self, tps: Iterable[TP]) -> None: ...
+
+    @abstractmethod
+    def end_offsets(self, tps: Iterable[TP]) -> dict[TP, int]: ...
+
+    @abstractmethod
+    def position(self, tp: TP) -> int: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class ProducerClient(ABC):
+    """An idempotent, acks=all producer whose sends are confirmed by :meth:`flush`."""
+
+    @abstractmethod
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> None: ...
+
+    @abstractmethod
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait for every send; raise :class:`~stream.exceptions.StreamError` if any failed."""
+
+    @abstractmethod
+    def in_flight(self) -> int:
+        """Sends not yet acknowledged."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class AdminClient(ABC):
+    @abstractmethod
+    def ensure_topic(self, name: str, partitions: int, config: dict[str, str] | None = None) -> int:
+        """Create ``name`` if missing; return its partition count."""
+
+    @abstractmethod
+    def partitions(self, name: str) -> int:
+        """Partition count of ``name`` (0 if it does not exist)."""
+
+    @abstractmethod
+    def read_partition(self, topic: str, partition: int, timeout_s: float = 30.0) -> list[InRecord]:
+        """Every record of one partition from the beginning to the current end."""
+
+    @abstractmethod
+    def close(self) -> None: ...
