@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from stream.decoders import get_decoder
+from stream.decoders._json import classify
 from stream.decoders.base import MAX_MESSAGE_BYTES, DeadLetter, Decoder, DecodeResult, Message
 from stream.decoders.goflow2_json import Goflow2JsonDecoder
 from stream.decoders.pmacct import PmacctDecoder
@@ -131,6 +132,16 @@ class AutoDecoder(Decoder):
             self.tsv_origins[m.origin] = None
         return fmt
 
+    def _unknown(self, m: Message) -> DeadLetter:
+        """``not_json``/``nan`` for broken JSON objects, else ``unknown_format``."""
+        if m.value.lstrip(_WS)[:1] == b"{":
+            reason, detail = classify(m.value, None)
+            if reason in ("not_json", "nan"):
+                return DeadLetter.of(m, reason, detail, self.name)
+        return DeadLetter.of(
+            m, "unknown_format", "no input format recognises this message", self.name
+        )
+
     def decode(self, messages: Sequence[Message]) -> DecodeResult:
         out = DecodeResult()
         groups: dict[str, list[Message]] = {}
@@ -144,11 +155,7 @@ class AutoDecoder(Decoder):
                 continue
             fmt = self._format(m)
             if fmt is None or (self.formats is not None and fmt not in self.formats):
-                out.dead.append(
-                    DeadLetter.of(
-                        m, "unknown_format", "no input format recognises this message", self.name
-                    )
-                )
+                out.dead.append(self._unknown(m))
                 continue
             groups.setdefault(fmt, []).append(m)
         for fmt, msgs in groups.items():

@@ -100,6 +100,17 @@ class PmacctDecoder(Decoder):
         keep_m: list[Message] = []
         for r, m in zip(recs, ok, strict=True):
             if r.ip_src is not None and r.ip_dst is not None:
+                if (
+                    r.timestamp_start is None
+                    and r.stamp_inserted is None
+                    and r.timestamp_arrival is None
+                ):
+                    if m.timestamp is None:
+                        out.dead.append(
+                            DeadLetter.of(m, "schema", "record without any timestamp", self.name)
+                        )
+                        continue
+                    r.timestamp_arrival = m.timestamp
                 keep.append(r)
                 keep_m.append(m)
             elif r.event_type.startswith("purge_") or r.event_type == "log_init":
