@@ -69,12 +69,11 @@ report disjoint windows (max-ing would undercount).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pipelines.detectors.base import Evidence, Finding
@@ -135,7 +134,7 @@ class Incident:
     model_version: str = ""
     snapshot_id: str = ""
     host_score: float | None = None
-    status: str = "new"  #: "new" | "update"
+    status: str = "new"  #: "new" | "update" ("closed" only on incidents close_stale returns)
     created: float = 0.0  #: event time the incident was created (end of its first finding)
     max_z: float = 0.0  #: strongest |z| over all evidence seen
     max_severity: int = 1  #: strongest detector severity seen
@@ -143,8 +142,20 @@ class Incident:
     sentence_score: float = 0.0  #: score of the finding the title/sentence came from
 
     def copy(self) -> Incident:
-        """An independent copy (the book keeps mutating its own)."""
-        return copy.deepcopy(self)
+        """An independent copy (the book keeps mutating its own; facts values are shared)."""
+        out = Incident.__new__(Incident)
+        for name in _INCIDENT_FIELDS:
+            setattr(out, name, getattr(self, name))
+        out.evidence = [_copy_evidence(e) for e in self.evidence]
+        out.facts = dict(self.facts)
+        return out
+
+
+_INCIDENT_FIELDS = tuple(f.name for f in fields(Incident))
+
+
+def _copy_evidence(e: Evidence) -> Evidence:
+    return Evidence(e.name, e.observed, e.baseline, e.z, e.unit, e.reference)
 
 
 def score_incident(inc: Incident) -> tuple[int, int, int]:
@@ -329,7 +340,7 @@ class IncidentBook:
             attacks=tuple(dict.fromkeys(f.attacks)),
             title=f.title,
             sentence=f.sentence,
-            evidence=[copy.copy(e) for e in f.evidence],
+            evidence=[_copy_evidence(e) for e in f.evidence],
             facts=dict(f.facts),
             src=f.src or f.entity,
             dst=_union((), f.dst, self.max_dst),
@@ -371,7 +382,7 @@ class IncidentBook:
         if f.score >= inc.sentence_score - 0.05:  # latest, unless clearly weaker
             inc.title, inc.sentence, inc.sentence_score = f.title, f.sentence, float(f.score)
         inc.kind = f.kind
-        inc.evidence = [copy.copy(e) for e in f.evidence]
+        inc.evidence = [_copy_evidence(e) for e in f.evidence]
         inc.facts.update(f.facts)
         inc.dst = _union(inc.dst, f.dst, self.max_dst)
         inc.dst_ports = _union(inc.dst_ports, (int(p) for p in f.dst_ports), self.max_ports)
@@ -414,7 +425,9 @@ class IncidentBook:
         """Drop incidents idle (no finding) for more than ``gap`` seconds before ``now``.
 
         Cheap when nothing is stale: the book is ordered by last activity, so the scan
-        stops at the first incident still active. Returns the dropped incidents.
+        stops at the first incident still active. Returns the dropped incidents with
+        ``status = "closed"`` (rendered as OCSF activity 3 Close if the caller wants to
+        tell the SIEM; the engine may also just discard them).
         """
         closed: list[Incident] = []
         while self.open:
@@ -423,6 +436,7 @@ class IncidentBook:
             if now - max(slot.touched, slot.inc.end) <= self.gap:
                 break
             del self.open[key]
+            slot.inc.status = "closed"
             closed.append(slot.inc)
         return closed
 

@@ -170,6 +170,7 @@ ROOT: Spec = {
     **_many("str", OPT, "disposition"),
     **_many("json", OPT, "actor cloud api"),
     **_many(["json"], OPT, "osint"),
+    "trace": ("json", OPT),
 }
 
 OBJECTS: dict[str, Spec] = {

@@ -295,6 +295,16 @@ def test_validator_catches(mutate, expected):
     assert any(expected in p for p in problems), problems
 
 
+def test_closed_incident_renders_as_close():
+    book = IncidentBook(gap=3600.0)
+    book.add([FINDINGS["beacon"]], "m")
+    closed = book.close_stale(T0 + 10 * 3600.0)
+    assert [c.status for c in closed] == ["closed"]
+    d = to_ocsf(closed[0])
+    assert (d["activity_id"], d["type_uid"], d["is_alert"]) == (3, 200403, False)
+    assert validate_detection_finding(d) == []
+
+
 def test_validator_rejects_non_objects():
     assert validate_detection_finding([]) == ["event must be an object, got list"]
     assert "metadata.product: expected an object, got str" in validate_detection_finding(

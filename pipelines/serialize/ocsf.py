@@ -2,7 +2,8 @@
 
 Mapping (OCSF attribute ← incident):
 
-* ``activity_id`` 1 Create (``status == "new"``) / 2 Update; ``type_uid`` =
+* ``activity_id`` 1 Create (``status == "new"``) / 2 Update / 3 Close (``"closed"``,
+  from :meth:`IncidentBook.close_stale`, with ``is_alert`` false); ``type_uid`` =
   ``class_uid·100 + activity_id``; ``category_uid`` 2 Findings; ``status_id`` 1 New
   (slowburn never triages: the SIEM owns the workflow); ``is_alert`` true.
 * ``time`` — event time of the latest evidence (ms); ``start_time`` / ``end_time`` the
@@ -189,7 +190,7 @@ def to_ocsf(inc: Incident, product_version: str = "0.1.0") -> dict[str, Any]:
     >>> d["class_uid"], d["type_uid"], d["time"], d["finding_info"]["attacks"][0]["tactic"]["uid"]
     (2004, 200401, 600000, 'TA0011')
     """
-    activity_id = 1 if inc.status == "new" else 2
+    activity_id = {"new": 1, "closed": 3}.get(inc.status, 2)
     severity_id = int(min(6, max(0, inc.severity_id)))
     conf_id = confidence_id(inc.confidence)
     risk = int(min(100, max(0, inc.risk_score)))
@@ -252,7 +253,7 @@ def to_ocsf(inc: Incident, product_version: str = "0.1.0") -> dict[str, Any]:
         "risk_level": RISK_LEVEL[risk_id],
         "status_id": 1,
         "status": "New",
-        "is_alert": True,
+        "is_alert": activity_id != 3,
         "count": int(max(inc.count, 0)),
         "message": inc.sentence,
         "finding_info": finding_info,
