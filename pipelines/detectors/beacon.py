@@ -1,0 +1,388 @@
+"""Beaconing / C2 detector: regular check-ins from an internal host to one destination.
+
+Entity: ``(internal src, external dst, dst_port)`` and, where DNS answers tell which name
+an address belongs to, ``(src, registered domain, dst_port)`` (catches C2 that rotates
+addresses behind one name). Each series keeps the last ``ring_size`` connection starts
+and sizes (flow ``ts_start``; bytes both ways) in a bounded :class:`PairTable`.
+
+When a window closes, every series that received connections and has at least
+``min_checkins`` check-ins is scored with :func:`regularity` (RITA-style: Bowley skew,
+MAD and CV of inter-arrival times and sizes, span histogram with CV / two-mode fit,
+coverage and hour consistency; see ``_periodicity``). A series is *periodic* when the
+combined score ≥ ``threshold``, the interval CV ≤ ``cv_max`` (``cv_max_long`` from 32
+check-ins on) and both halves of the series agree on the period within 1.5×.
+
+Prevalence discount (network-wide): for each destination the detector remembers which
+internal hosts were periodic to it and with what period. If more than
+``prevalence_free`` hosts reach it on the same schedule (period within 1.4×) the score is
+multiplied by ``1 - (hosts - free) / (full - free)`` (0 at ``prevalence_full`` hosts):
+update servers, NTP and telemetry score low. Allow-lists (hosts, destination IPs/CIDRs,
+domains) suppress findings but the series are still tracked.
+
+Connection-failure storms (≥ 90 % S0/REJ) are not beacons by themselves; when periodic
+they are reported with severity 2 ("periodic failed connections").
+
+ATT&CK: T1071.001 (web ports / http, ssl service), T1573 (TLS ports), T1571 (port not
+standard for any common service), T1071 otherwise; T1041 when the channel also uploads
+≥ ``upload_bytes`` and more than it downloads.
+
+>>> import numpy as np
+>>> from pipelines.records import FlowBatch
+>>> t = 1000.0 + np.cumsum(np.full(30, 60.0) + np.linspace(-5, 5, 30) % 7)
+>>> b = FlowBatch.from_columns({"ts_start": t, "ts_end": t + 1, "src": ["10.0.0.5"] * 30,
+...     "dst": ["198.51.100.7"] * 30, "dst_port": [8443] * 30, "proto": [6] * 30,
+...     "bytes_out": [900] * 30, "bytes_in": [1500] * 30, "src_inside": [True] * 30})
+>>> det = BeaconDetector()
+>>> w = Window.of(int(t[-1] // 3600), 3600.0)
+>>> det.ingest(b, DnsBatch.empty(), w)
+>>> [(f.kind, f.episode, round(f.facts["period_s"])) for f in det.process_window(w)]
+[('beaconing', '198.51.100.7:8443', 64)]
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pipelines.detectors._pairs import PairTable
+from pipelines.detectors._periodicity import regularity
+from pipelines.detectors.base import Detector, Evidence, Finding, Window
+from pipelines.domains import DomainSplitter
+from pipelines.exceptions import ConfigError
+from pipelines.records import DnsBatch, FlowBatch
+
+__all__ = ["BeaconDetector"]
+
+log = logging.getLogger(__name__)
+
+WEB_PORTS = frozenset({80, 443, 8000, 8080, 8443, 8888})
+TLS_PORTS = frozenset({443, 8443, 993, 995, 465, 636, 853, 5061, 5986})
+STANDARD_PORTS = frozenset(
+    {20, 21, 22, 23, 25, 53, 80, 110, 123, 143, 389, 443, 465, 587, 636, 853, 993, 995, 3389, 5060, 5061,
+     8080, 8443}
+)
+FAILED_STATES = np.array(["S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"], dtype=object)
+
+
+def _networks(values: Any, key: str) -> list[Any]:
+    out = []
+    for v in values:
+        try:
+            out.append(ipaddress.ip_network(str(v), strict=False))
+        except ValueError:
+            raise ConfigError(f"detectors.beacon.{key}: {v!r} is not an IP address or CIDR") from None
+    return out
+
+
+def _in(ip: str, nets: list[Any]) -> bool:
+    if not nets:
+        return False
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(a.version == n.version and a in n for n in nets)
+
+
+class BeaconDetector(Detector):
+    """Periodic check-ins per (src, dst, port) and (src, domain, port); see module docstring."""
+
+    name: ClassVar[str] = "beacon"
+    kind: ClassVar[str] = "beaconing"
+
+    def __init__(
+        self,
+        threshold: float = 0.8,
+        min_checkins: int = 12,
+        cv_max: float = 0.35,
+        cv_max_long: float = 0.4,
+        ring_size: int = 128,
+        max_pairs: int = 20_000,
+        idle_evict: float = 86_400.0,
+        merge_gap: float = 0.5,
+        max_missed: float = 0.3,
+        fold_min: int = 20,
+        prevalence_free: int = 3,
+        prevalence_full: int = 10,
+        prevalence_horizon: float = 7 * 86_400.0,
+        reemit_seconds: float = 3600.0,
+        max_scored: int = 5000,
+        upload_bytes: float = 5e6,
+        track_domains: bool = True,
+        name_map_size: int = 50_000,
+        allow_hosts: tuple[str, ...] = (),
+        allow_destinations: tuple[str, ...] = (),
+        allow_domains: tuple[str, ...] = (),
+    ) -> None:
+        self.threshold = threshold
+        self.min_checkins = min_checkins
+        self.cv_max = cv_max
+        self.cv_max_long = cv_max_long
+        self.ring_size = ring_size
+        self.max_pairs = max_pairs
+        self.idle_evict = idle_evict
+        self.merge_gap = merge_gap
+        self.max_missed = max_missed
+        self.fold_min = fold_min
+        self.prevalence_free = prevalence_free
+        self.prevalence_full = prevalence_full
+        self.prevalence_horizon = prevalence_horizon
+        self.reemit_seconds = reemit_seconds
+        self.max_scored = max_scored
+        self.upload_bytes = upload_bytes
+        self.track_domains = track_domains
+        self.name_map_size = name_map_size
+        self.allow_hosts = tuple(allow_hosts)
+        self.allow_destinations = tuple(allow_destinations)
+        self.allow_domains = tuple(d.lower().strip(".") for d in allow_domains)
+        self._allow_h = _networks(self.allow_hosts, "allow_hosts")
+        self._allow_d = _networks(self.allow_destinations, "allow_destinations")
+        self.pairs = PairTable(ring_size, max_pairs, protect_n=min_checkins)
+        self.dirty: set[int] = set()
+        self.positions: dict[int, list[tuple[str, int]]] = {}
+        self.names: dict[str, tuple[str, str]] = {}  # ip -> (query name, registered domain)
+        self.domain_ips: dict[int, list[str]] = {}  # domain row -> distinct dst IPs (≤ 8)
+        self.prevalence: dict[tuple[str, int], dict[str, tuple[float, float]]] = {}
+        self.splitter = DomainSplitter()
+        self.last_evict = -np.inf
+
+    # ------------------------------------------------------------------ ingest
+    def _learn_names(self, dns: DnsBatch) -> None:
+        has = (dns.answers != "") & (dns.rcode <= 0) & np.isin(dns.qtype, (1, 28))
+        if not has.any():
+            return
+        names = self.names
+        for q, ans in zip(dns.query[has].tolist(), dns.answers[has].tolist(), strict=True):
+            reg = self.splitter.registered(q)
+            if not reg:
+                continue
+            for ip in str(ans).split(","):
+                ip = ip.strip()
+                if not ip:
+                    continue
+                names.pop(ip, None)
+                names[ip] = (q.rstrip(".").lower(), reg)
+        while len(names) > self.name_map_size:
+            names.pop(next(iter(names)))
+
+    def ingest(self, flows: FlowBatch, dns: DnsBatch, window: Window) -> None:
+        if self.track_domains and len(dns):
+            self._learn_names(dns)
+        if not len(flows):
+            return
+        m = flows.src_inside & ~flows.dst_inside & np.isin(flows.proto, (6, 17)) & (flows.dst_port >= 0)
+        if not m.any():
+            return
+        idx = np.flatnonzero(m)
+        src, dst, port = flows.src[idx].tolist(), flows.dst[idx].tolist(), flows.dst_port[idx].tolist()
+        keys: list[Any] = list(zip(src, dst, port, strict=True))
+        sel = idx
+        if self.track_domains and self.names:
+            names = self.names
+            extra = [(i, (s, names[d][1], p)) for i, (s, d, p) in enumerate(keys) if d in names]
+            if extra:
+                keys = keys + [k for _, k in extra]
+                sel = np.concatenate([idx, idx[[i for i, _ in extra]]])
+        rows = self.pairs.rows(keys, now=float(flows.ts_start[idx].min()))
+        ts = flows.ts_start[sel]
+        out = flows.bytes_out[sel].astype(np.float64)
+        inb = flows.bytes_in[sel].astype(np.float64)
+        failed = np.isin(flows.conn_state[sel], FAILED_STATES) | (flows.bidirectional[sel] & (flows.pkts_in[sel] == 0))
+        self.pairs.append(rows, ts, out + inb, out, inb, failed)
+        n_ip = len(idx)
+        for j in np.flatnonzero(rows >= 0).tolist():
+            r = int(rows[j])
+            self.dirty.add(r)
+            pos = self.positions.setdefault(r, [])
+            if len(pos) < 8:
+                k = int(sel[j])
+                pos.append((str(flows.origin[k]), int(flows.offset[k])))
+            if j >= n_ip:
+                ips = self.domain_ips.setdefault(r, [])
+                d = str(flows.dst[sel[j]])
+                if len(ips) < 8 and d not in ips:
+                    ips.append(d)
+
+    # ------------------------------------------------------------------ close / score / learn
+    def close(self, window: Window) -> dict[str, Any]:
+        t = self.pairs
+        if window.end - self.last_evict >= 3600.0:
+            self.last_evict = window.end
+            evicted = t.evict_idle(window.end - self.idle_evict)
+            if evicted:
+                for r in [r for r in self.domain_ips if t.keys[r] is None]:
+                    del self.domain_ips[r]
+        dirty = [r for r in self.dirty if t.keys[r] is not None and t.fill[r] >= self.min_checkins]
+        self.dirty = set()
+        positions, self.positions = self.positions, {}
+        if len(dirty) > self.max_scored:
+            dirty = sorted(dirty, key=lambda r: (-int(t.n[r]), r))[: self.max_scored]
+        pairs = []
+        for r in sorted(dirty):
+            ts, sz = t.series(r)
+            reg = regularity(ts, sz, merge_gap=self.merge_gap, max_missed=self.max_missed, fold_min=self.fold_min)
+            if reg["checkins"] < self.min_checkins:
+                continue
+            src, target, port = t.keys[r]  # type: ignore[misc]
+            pairs.append({
+                "row": r, "src": src, "target": target, "port": int(port), "reg": reg,
+                "domain_ips": tuple(self.domain_ips.get(r, ())), "n": int(t.n[r]), "failed": int(t.failed[r]),
+                "bytes_out": float(t.out[r]), "bytes_in": float(t.inb[r]), "first": float(ts[0]),
+                "last": float(ts[-1]), "emitted": float(t.emitted[r]), "positions": tuple(positions.get(r, ())),
+                "name": self.names.get(target, ("", ""))[0] if r not in self.domain_ips else target,
+            })
+        return {"window": window, "pairs": pairs}
+
+    def _periodic(self, reg: dict[str, Any]) -> bool:
+        if reg["checkins"] < self.min_checkins or reg["score"] < self.threshold:
+            return False
+        cv_max = self.cv_max_long if reg["checkins"] >= 32 else self.cv_max
+        return bool(reg["ts_cv"] <= cv_max and reg["halves"] >= 2 / 3)
+
+    def _same_schedule(self, known: dict[str, tuple[float, float]], src: str, period: float, now: float) -> set[str]:
+        return {
+            s for s, (p, seen) in known.items()
+            if s != src and seen >= now - self.prevalence_horizon and max(p, period) <= 1.4 * min(p, period)
+        }
+
+    def score(self, features: dict[str, Any]) -> list[Finding]:
+        window: Window = features["window"]
+        now = window.end
+        periodic = [p for p in features["pairs"] if self._periodic(p["reg"])]
+        current: dict[tuple[str, int], dict[str, tuple[float, float]]] = {}
+        for p in periodic:
+            current.setdefault((p["target"], p["port"]), {})[p["src"]] = (p["reg"]["period"], now)
+        findings = []
+        for p in periodic:
+            key = (p["target"], p["port"])
+            period = p["reg"]["period"]
+            same = self._same_schedule(self.prevalence.get(key, {}), p["src"], period, now)
+            same |= self._same_schedule(current[key], p["src"], period, now)
+            hosts = len(same) + 1
+            free, full = self.prevalence_free, max(self.prevalence_full, self.prevalence_free + 1)
+            discount = 1.0 if hosts <= free else max(0.0, 1.0 - (hosts - free) / (full - free))
+            final = p["reg"]["score"] * discount
+            if final < self.threshold or self._allowed(p):
+                continue
+            if p["emitted"] > now - self.reemit_seconds:
+                continue
+            if p["domain_ips"] and len(p["domain_ips"]) < 2:
+                continue  # the (src, dst IP) series already covers a single-address name
+            findings.append(self._finding(p, final, hosts - 1, discount))
+        return findings
+
+    def _allowed(self, p: dict[str, Any]) -> bool:
+        if _in(p["src"], self._allow_h):
+            return True
+        ips = p["domain_ips"] or (p["target"],)
+        if self._allow_d and all(_in(ip, self._allow_d) for ip in ips):
+            return True
+        dom = p["target"] if p["domain_ips"] else self.names.get(p["target"], ("", ""))[1]
+        name = p["name"]
+        return any(
+            x and (x == d or x.endswith("." + d)) for d in self.allow_domains for x in (dom, name)
+        )
+
+    def _finding(self, p: dict[str, Any], final: float, others: int, discount: float) -> Finding:
+        reg = p["reg"]
+        port, period, n = p["port"], reg["period"], reg["checkins"]
+        failed_frac = p["failed"] / max(1, p["n"])
+        storm = failed_frac >= 0.9
+        web = port in WEB_PORTS
+        attacks = ["T1071.001" if web else "T1071"]
+        if port in TLS_PORTS:
+            attacks.append("T1573")
+        if port not in STANDARD_PORTS:
+            attacks.append("T1571")
+        upload = p["bytes_out"] >= self.upload_bytes and p["bytes_out"] > p["bytes_in"]
+        if upload:
+            attacks.append("T1041")
+        is_domain = bool(p["domain_ips"])
+        dom = p["target"] if is_domain else self.names.get(p["target"], ("", ""))[1]
+        dsts = p["domain_ips"] if is_domain else (p["target"],)
+        where = f"{p['target']}:{port}" + (f" ({p['name']})" if p["name"] and not is_domain else "")
+        if is_domain:
+            where += f" via {len(dsts)} addresses"
+        span = reg["span"]
+        span_txt = f"{span / 3600:.1f} h" if span >= 7200 else f"{span / 60:.1f} min" if span >= 120 else f"{span:.0f} s"
+        what = "failed connection attempts" if storm else "check-ins"
+        prev = "no other internal host" if others == 0 else f"{others} other internal host(s)"
+        sentence = (
+            f"{p['src']} made {n} {what} to {where} over {span_txt}, every {period:.1f} s "
+            f"(jitter {reg['jitter'] * 100:.0f}%, beacon score {final:.2f}: interval {reg['ts_score']:.2f}, "
+            f"size {reg['ds_score']:.2f}, histogram {reg['hist_score']:.2f}, coverage {reg['dur_score']:.2f}); "
+            f"{prev} contacts it on this schedule."
+        )
+        z_cv = (1.0 - reg["ts_cv"]) * np.sqrt(max(1, n - 1))
+        evidence = [
+            Evidence("period", period, 0.0, 0.0, "s", "median inter-arrival (folded over missed check-ins)"),
+            Evidence("interval_cv", reg["ts_cv"], 1.0, float(z_cv), "ratio", "random (Poisson) arrivals"),
+            Evidence("interval_score", reg["ts_score"], 0.5, 0.0, "score", "Bowley skew, MAD/median, CV of gaps"),
+            Evidence("size_score", reg["ds_score"], 0.5, 0.0, "score", "Bowley skew, MAD/median of bytes"),
+            Evidence("histogram_score", reg["hist_score"], 0.5, 0.0, "score", "span histogram CV / two-mode fit"),
+            Evidence("coverage_score", reg["dur_score"], 0.5, 0.0, "score", "span without outages, active hours"),
+            Evidence("same_schedule_hosts", float(others), float(self.prevalence_free), 0.0, "hosts",
+                     "prevalence discount starts above this many other hosts"),
+        ]
+        severity = 2 if storm else (4 if (final >= 0.9 and n >= 48) or upload else 3)
+        confidence = int(round(100 * final * (0.5 + 0.5 * min(1.0, n / 48))))
+        facts = {
+            "period_s": round(period, 3), "jitter": round(reg["jitter"], 3), "checkins": n,
+            "connections": p["n"], "failed_fraction": round(failed_frac, 3),
+            "bytes_out": p["bytes_out"], "bytes_in": p["bytes_in"], "span_s": round(span, 1),
+            "score": round(final, 3), "raw_score": round(reg["score"], 3), "prevalence_discount": round(discount, 3),
+            "same_schedule_hosts": others, "missed_fraction": round(reg["missed"], 3),
+            "outages": reg["outages"], "folded": reg["folded"],
+            "sub_scores": {k: round(float(reg[k]), 3) for k in (
+                "ts_score", "ts_skew", "ts_madm", "ts_cv", "ds_score", "ds_skew", "ds_madm", "hist_score",
+                "hist_cv", "hist_bimodal", "dur_score", "coverage", "consistency", "halves")},
+            "size_median": round(reg["size_median"], 1), "name": p["name"],
+        }
+        title = ("Periodic failed connections" if storm else "Beaconing") + f" to {where}"
+        return Finding(
+            detector=self.name, kind=self.kind, entity=p["src"], episode=f"{p['target']}:{port}",
+            start=p["first"], end=p["last"], score=float(min(1.0, final)), severity_id=severity,
+            confidence=min(100, confidence), attacks=tuple(attacks), title=title, sentence=sentence,
+            evidence=evidence, facts=facts, src=p["src"], dst=tuple(dsts), dst_ports=(port,), domain=dom,
+            direction="outbound", count=p["n"], positions=p["positions"], analytic="Statistical",
+        )
+
+    def learn(self, features: dict[str, Any], findings: list[Finding]) -> None:
+        now = features["window"].end
+        for p in features["pairs"]:
+            if not self._periodic(p["reg"]):
+                continue
+            known = self.prevalence.pop((p["target"], p["port"]), None) or {}
+            known[p["src"]] = (p["reg"]["period"], now)
+            if len(known) > 64:
+                for s in sorted(known, key=lambda s: known[s][1])[: len(known) - 64]:
+                    del known[s]
+            self.prevalence[(p["target"], p["port"])] = known
+        while len(self.prevalence) > self.max_pairs:
+            self.prevalence.pop(next(iter(self.prevalence)))
+        for f in findings:
+            r = self.pairs.index.get((f.src, f.episode.rsplit(":", 1)[0], f.dst_ports[0]))
+            if r is not None:
+                self.pairs.emitted[r] = now
+
+    # ------------------------------------------------------------------ introspection
+    def entities(self) -> int:
+        return len(self.pairs)
+
+    def state_bytes(self) -> int:
+        """Approximate bytes of state (numpy tables + name map + prevalence)."""
+        return self.pairs.nbytes() + 120 * len(self.names) + 200 * sum(len(v) for v in self.prevalence.values())
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_allow_h", None)
+        state.pop("_allow_d", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._allow_h = _networks(self.allow_hosts, "allow_hosts")
+        self._allow_d = _networks(self.allow_destinations, "allow_destinations")
