@@ -150,7 +150,7 @@ def dns_noise(s: Slot) -> None:
     """Lookups not followed by a connection: internal names, SRV, PTR, prefetch, NXDOMAIN."""
     net, rng = s.net, s.rng
     hosts = np.arange(net.n_internal, dtype=np.int32)
-    h, t = s.poisson(hosts, 3.0 + 18.0 * s.act)
+    h, t = s.poisson(hosts, (3.0 + 18.0 * s.act) * s.powered)
     n = len(h)
     names = net.internal_names
     k = rng.integers(0, len(names), n)
@@ -344,7 +344,7 @@ def cloud_sync(s: Slot) -> None:
 def email(s: Slot) -> None:
     """Workstations to hosted mail; the mail server relays SMTP out and receives it in."""
     net, rng = s.net, s.rng
-    h, t = s.poisson(net.ws, 8.0 * s.act[net.ws] + 0.3)
+    h, t = s.poisson(net.ws, (8.0 * s.act[net.ws] + 0.3) * s.powered[net.ws])
     n = len(h)
     dst = net.exchange[rng.integers(0, len(net.exchange), n)]
     s.parts.flow(

@@ -240,9 +240,11 @@ def admins(s: Slot) -> None:
     for jump, srv, port in net.admin_edges:
         k = 1 + int(drng.integers(0, 3))
         when = day0 + 3600.0 * drng.uniform(9.0, 16.5, k)
-        when = when[(when >= s.t0) & (when < s.t1)]
-        for t in when.tolist():
-            length = float(drng.uniform(600, 5400))
+        lengths = drng.uniform(
+            600, 5400, k
+        )  # drawn for every session: the day's schedule is shared by all slots
+        here = (when >= s.t0) & (when < s.t1)
+        for t, length in zip(when[here].tolist(), lengths[here].tolist(), strict=True):
             if port == 3389:
                 s.parts.flow(
                     np.array([t]),
