@@ -91,7 +91,7 @@ def test_records_do_not_depend_on_chunk_size() -> None:
 def test_flow_records_are_canonical_and_realistic(
     full: tuple[Simulation, FlowBatch, DnsBatch],
 ) -> None:
-    sim, f, d = full
+    _sim, f, d = full
     f.validate()
     d.validate()
     assert (np.diff(f.ts_start) >= 0).all() and (np.diff(d.ts) >= 0).all()
