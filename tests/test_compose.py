@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -319,3 +321,238 @@ def test_dashboard_panels_query_declared_metrics_through_the_datasource() -> Non
             assert names and names <= declared, (panel["title"], names - declared)
             used |= names
     assert {"slowburn_consumer_lag_messages", "slowburn_records_dead_lettered_total"} <= used
+
+
+# -- the rules fire when they should (promtool test rules) ---------------------------------
+#: promtool (Debian package "prometheus"); deploy/install-tools puts it in this cache
+PROMTOOL_CACHE = Path.home() / ".cache" / "slowburn" / "promtool" / "usr" / "bin" / "promtool"
+BAD = {"job": "slowburn", "instance": "a:9108"}  # the unhealthy instance of each scenario
+OK = {"job": "slowburn", "instance": "b:9108"}  # a healthy one, which must not alert
+
+
+def _series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
+    body = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return {"series": f"{name}{{{body}}}", "values": values}
+
+
+def _alert(**labels: str) -> dict[str, Any]:
+    return {"exp_labels": labels}
+
+
+def _hist(name: str, labels: dict[str, str], bounds: dict[str, str]) -> list[dict[str, str]]:
+    return [_series(f"{name}_bucket", {**labels, "le": le}, v) for le, v in bounds.items()]
+
+
+#: (alert, input series, eval time, expected alerts): unhealthy instance a fires, b stays quiet
+SCENARIOS: list[tuple[str, list[dict[str, str]], str, list[dict[str, Any]]]] = [
+    (
+        "SlowburnDown",
+        [_series("up", BAD, "0x10"), _series("up", OK, "1x10")],
+        "5m",
+        [_alert(severity="critical", **BAD)],
+    ),
+    (
+        "SlowburnNoRecords",
+        [
+            _series("slowburn_records_consumed_total", {**BAD, "source": "goflow2-json"}, "100x40"),
+            _series(
+                "slowburn_records_consumed_total", {**OK, "source": "goflow2-json"}, "0+600x40"
+            ),
+            _series("up", BAD, "1x40"),
+            _series("up", OK, "1x40"),
+            _series("up", {"job": "slowburn", "instance": "c:9108"}, "1x40"),
+        ],  # never consumed
+        "30m",
+        [
+            _alert(severity="critical", instance="a:9108"),
+            _alert(severity="critical", instance="c:9108"),
+        ],
+    ),
+    (
+        "SlowburnConsumerLagHigh",
+        [
+            _series(
+                "slowburn_consumer_lag_messages",
+                {**BAD, "topic": "flow-messages", "partition": p},
+                "300000x30",
+            )
+            for p in ("0", "1")
+        ]
+        + [
+            _series(
+                "slowburn_consumer_lag_messages",
+                {**BAD, "topic": "zeek-dns", "partition": "0"},
+                "1000x30",
+            )
+        ],
+        "20m",
+        [_alert(severity="warning", topic="flow-messages")],
+    ),
+    (
+        "SlowburnConsumerLagGrowing",
+        [
+            _series(
+                "slowburn_consumer_lag_messages",
+                {**BAD, "topic": "flow-messages", "partition": "0"},
+                "0+10000x70",
+            ),
+            _series(
+                "slowburn_consumer_lag_messages",
+                {**OK, "topic": "zeek-dns", "partition": "0"},
+                "200000x70",
+            ),
+        ],
+        "65m",
+        [_alert(severity="warning", topic="flow-messages")],
+    ),
+    (
+        "SlowburnEventTimeLagHigh",
+        _hist(
+            "slowburn_event_time_lag_seconds",
+            BAD,
+            {"600": "0x40", "1800": "0+100x40", "+Inf": "0+100x40"},
+        )
+        + _hist(
+            "slowburn_event_time_lag_seconds",
+            OK,
+            {"60": "0+100x40", "600": "0+100x40", "+Inf": "0+100x40"},
+        ),
+        "30m",
+        [_alert(severity="warning", instance="a:9108")],
+    ),
+    (
+        "SlowburnDeadLettersHigh",
+        [
+            _series(
+                "slowburn_records_dead_lettered_total",
+                {**BAD, "source": "goflow2-json", "reason": "not_json"},
+                "0+600x30",
+            ),
+            _series(
+                "slowburn_records_dead_lettered_total",
+                {**OK, "source": "zeek-json", "reason": "schema"},
+                "0+6x30",
+            ),
+        ],
+        "20m",
+        [_alert(severity="warning", source="goflow2-json", reason="not_json")],
+    ),
+    (
+        "SlowburnDeadLetterRatioHigh",
+        [
+            _series(
+                "slowburn_records_dead_lettered_total",
+                {**BAD, "source": "goflow2-json", "reason": "not_json"},
+                "0+600x30",
+            ),
+            _series(
+                "slowburn_records_consumed_total", {**BAD, "source": "goflow2-json"}, "0+6000x30"
+            ),
+            _series(
+                "slowburn_records_dead_lettered_total",
+                {**OK, "source": "zeek-json", "reason": "schema"},
+                "0+6x30",
+            ),
+            _series("slowburn_records_consumed_total", {**OK, "source": "zeek-json"}, "0+6000x30"),
+        ],
+        "20m",
+        [_alert(severity="critical", source="goflow2-json")],
+    ),
+    (
+        "SlowburnCheckpointStale",
+        [
+            _series("slowburn_checkpoint_last_success_timestamp_seconds", BAD, "0x40"),
+            _series("slowburn_checkpoint_last_success_timestamp_seconds", OK, "0+60x40"),
+        ],
+        "20m",
+        [_alert(severity="critical", **BAD)],
+    ),
+    (
+        "SlowburnCheckpointFailures",
+        [
+            _series("slowburn_checkpoints_total", {**BAD, "result": "error"}, "0 0 1 1 1"),
+            _series("slowburn_checkpoints_total", {**OK, "result": "ok"}, "0 1 2 3 4"),
+        ],
+        "3m",
+        [_alert(severity="warning", result="error", **BAD)],
+    ),
+    (
+        "SlowburnCheckpointSlow",
+        _hist(
+            "slowburn_checkpoint_duration_seconds",
+            BAD,
+            {"10": "0x70", "60": "0+10x70", "+Inf": "0+10x70"},
+        )
+        + _hist(
+            "slowburn_checkpoint_duration_seconds",
+            OK,
+            {"1": "0+10x70", "60": "0+10x70", "+Inf": "0+10x70"},
+        ),
+        "60m",
+        [_alert(severity="warning", instance="a:9108")],
+    ),
+    (
+        "SlowburnRebalanceStorm",
+        [
+            _series("slowburn_rebalances_total", {**BAD, "change": "assigned"}, "0+1x60"),
+            _series("slowburn_rebalances_total", {**OK, "change": "assigned"}, "0x60"),
+        ],
+        "40m",
+        [_alert(severity="warning", instance="a:9108")],
+    ),
+]
+
+
+def promtool() -> str:
+    found = shutil.which("promtool") or (str(PROMTOOL_CACHE) if PROMTOOL_CACHE.is_file() else None)
+    if found is None:
+        raise AssertionError("promtool not found: `make tools` (deploy/install-tools) installs it")
+    return found
+
+
+def test_every_rule_has_a_firing_scenario() -> None:
+    assert sorted(s[0] for s in SCENARIOS) == sorted(r["alert"] for r in ALL_RULES)
+
+
+@pytest.mark.tools
+def test_promtool_accepts_the_rules_and_the_config(tmp_path: Path) -> None:
+    rules = REPO / "deploy" / "prometheus" / "rules.yml"
+    out = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True)
+    assert out.returncode == 0 and f"{len(ALL_RULES)} rules found" in out.stdout, (
+        out.stdout + out.stderr
+    )
+    config = yaml.safe_load(prometheus_config_path().read_text())
+    config["rule_files"] = [str(to_host(PROM_SVC, f)) for f in config["rule_files"]]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    out = subprocess.run(
+        [promtool(), "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.tools
+def test_rules_fire_on_unhealthy_and_stay_quiet_on_healthy_instances(tmp_path: Path) -> None:
+    # annotations are templates (checked by promtool check rules); the test compares labels
+    stripped = {
+        "groups": [
+            {**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]}
+            for g in RULES["groups"]
+        ]
+    }
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(stripped))
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": series,
+            "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": expected}],
+        }
+        for alert, series, at, expected in SCENARIOS
+    ]
+    spec = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": tests}
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = subprocess.run(
+        [promtool(), "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
