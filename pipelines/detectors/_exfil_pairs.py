@@ -1,0 +1,296 @@
+"""Bounded tables behind the exfil detector: external destinations and (host, destination) pairs.
+
+* :class:`DestinationTable` — network-wide, LRU-capped (default 200 000 destinations):
+  when a destination was first seen and how many distinct internal hosts contact it
+  (exact up to 8, a :class:`~pipelines.sketches.CappedDistinct`).
+* :class:`PairTable` — per internal host at most ``top_k`` destinations (default 32);
+  when a host needs a new slot, the pair with the least "upload × recency" that is not
+  accumulating evidence is evicted. Per pair: cumulative bytes up/down, connections,
+  first/last time, active hours, hourly upload moments (regularity), a log2 histogram
+  of bytes per flow (chunk sizes), the CUSUM and a bounded sample of record positions.
+
+>>> d = DestinationTable(capacity=10)
+>>> rows = d.observe(["203.0.113.9"], np.array([100.0]), tick=1)
+>>> d.add_hosts(rows, np.array([7], dtype=np.uint32))
+>>> first, nh = d.stats(["203.0.113.9", "198.51.100.1"])
+>>> first.tolist()[0], nh.tolist()
+(100.0, [1, 0])
+>>> p = PairTable(top_k=2)
+>>> p.rows(np.array([0, 0]), ["a", "b"], tick=1, upload=np.array([5.0, 9.0])).tolist()
+[1, 0]
+>>> p.cols["out"][[0, 1]] = [9.0, 5.0]
+>>> p.rows(np.array([0, 0]), ["b", "c"], tick=2).tolist()  # "a" (less upload) makes room
+[0, 1]
+>>> sorted(k[1] for k in p.index)
+['b', 'c']
+>>> p.chunk_quantiles(np.array([0]), (0.5,)).shape
+(1, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pipelines.sketches import CappedDistinct, LruIndex
+
+__all__ = ["DestinationTable", "PairTable", "size_bins"]
+
+#: lower edge of histogram bin k is 2 ** (k + _BIN0) bytes (bin 0 collects everything smaller)
+_BIN0 = 8
+
+
+def size_bins(nbytes: np.ndarray, bins: int) -> np.ndarray:
+    """log2 size bin of each flow: bin 0 < 512 B, bin k ≥ 2**(k+8) B, last bin open-ended.
+
+    >>> size_bins(np.array([10, 600, 30_000, 10**9]), 12).tolist()
+    [0, 1, 6, 11]
+    """
+    b = np.floor(np.log2(np.maximum(nbytes, 1).astype(np.float64))).astype(np.int64) - _BIN0
+    return np.clip(b, 0, bins - 1)
+
+
+class DestinationTable:
+    """External destinations seen by the network (capped LRU), see module docstring."""
+
+    def __init__(self, capacity: int = 200_000, host_cap: int = 8) -> None:
+        self.lru = LruIndex(capacity)
+        self.first_seen = np.zeros(0, dtype=np.float64)
+        self.hosts = CappedDistinct(host_cap)
+
+    def __len__(self) -> int:
+        return len(self.lru)
+
+    def observe(self, dsts: Sequence[str], first_ts: np.ndarray, tick: int) -> np.ndarray:
+        """Touch ``dsts`` (unique); new ones get ``first_ts`` as first-seen time."""
+        rows, new, evicted = self.lru.lookup(dsts, tick)
+        n = len(self.lru.keys)
+        if n > len(self.first_seen):
+            grow = max(n, 2 * len(self.first_seen), 64) - len(self.first_seen)
+            self.first_seen = np.concatenate([self.first_seen, np.zeros(grow)])
+        self.hosts.resize(len(self.first_seen))
+        if len(evicted):
+            self.hosts.clear(evicted)
+        self.first_seen[rows[new]] = first_ts[new]
+        old = ~new
+        self.first_seen[rows[old]] = np.minimum(self.first_seen[rows[old]], first_ts[old])
+        return rows
+
+    def add_hosts(self, rows: np.ndarray, host_hashes: np.ndarray) -> None:
+        self.hosts.add(rows, host_hashes)
+
+    def stats(self, dsts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(first seen, distinct internal hosts) per destination; (nan, 0) when unknown. Pure."""
+        rows = self.lru.get(dsts)
+        ok = rows >= 0
+        first = np.full(len(dsts), np.nan)
+        nh = np.zeros(len(dsts), dtype=np.int64)
+        first[ok] = self.first_seen[rows[ok]]
+        nh[ok] = self.hosts.count(rows[ok])
+        return first, nh
+
+    def nbytes(self) -> int:
+        return int(self.first_seen.nbytes + self.hosts.slots.nbytes + 100 * len(self.lru))
+
+
+# name -> (dtype, fill value of a fresh row)
+_PAIR_FIELDS: dict[str, tuple[Any, Any]] = {
+    "host": (np.int64, -1),
+    "out": (np.float64, 0.0),
+    "inb": (np.float64, 0.0),
+    "conns": (np.int64, 0),
+    "first_ts": (np.float64, np.nan),
+    "last_ts": (np.float64, np.nan),
+    "hours": (np.int32, 0),
+    "last_hour": (np.int64, -1),
+    "hour_out": (np.float64, 0.0),  # upload within last_hour
+    "hsum": (np.float64, 0.0),  # sum / sum of squares of completed active-hour uploads
+    "hsq": (np.float64, 0.0),
+    "cusum": (np.float64, 0.0),
+    "cusum_t": (np.float64, 0.0),
+    "ew_out": (np.float64, 0.0),  # upload decayed with a 1 h half-life (attribution)
+    "ew_t": (np.float64, 0.0),
+    "day": (np.int64, -1),  # UTC day of day_out
+    "day_out": (np.float64, 0.0),  # upload on that day
+    "day_max": (np.float64, 0.0),  # largest upload of one earlier day (recurring transfers)
+    "emitted": (np.float64, 0.0),  # cumulative upload when last reported
+    "port": (np.int32, -1),
+    "rare_new": (np.int8, 0),  # destination was new and rare when last scored
+    "w_out": (np.float64, 0.0),  # accumulators of the open window
+    "w_in": (np.float64, 0.0),
+    "w_conns": (np.int64, 0),
+    "w_offset": (np.int64, -1),
+}
+
+
+class PairTable:
+    """Per (internal host, external destination) statistics, ``top_k`` per host."""
+
+    def __init__(self, top_k: int = 32, hist_bins: int = 12, positions: int = 8) -> None:
+        self.top_k = top_k
+        self.hist_bins = hist_bins
+        self.positions = positions
+        self.index: dict[tuple[int, str], int] = {}
+        self.free: list[int] = []
+        self.size = 0
+        self.cols: dict[str, np.ndarray] = {
+            k: np.zeros(0, dt) for k, (dt, _f) in _PAIR_FIELDS.items()
+        }
+        self.hist = np.zeros((0, hist_bins), dtype=np.uint32)
+        self.dst = np.empty(0, dtype=object)
+        self.w_origin = np.empty(0, dtype=object)
+        self.sample: dict[int, list[tuple[str, int]]] = {}
+        self.host_slots = np.full((0, top_k), -1, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        cols = self.__dict__.get("cols")
+        if cols is not None and name in cols:
+            return cols[name]
+        raise AttributeError(name)
+
+    def _grow(self, rows: int, hosts: int) -> None:
+        have = len(self.dst)
+        if rows > have:
+            new = max(rows, 2 * have, 64)
+            for k, (dt, fill) in _PAIR_FIELDS.items():
+                self.cols[k] = np.concatenate([self.cols[k], np.full(new - have, fill, dt)])
+            self.hist = np.concatenate(
+                [self.hist, np.zeros((new - have, self.hist_bins), np.uint32)]
+            )
+            self.dst = np.concatenate([self.dst, np.full(new - have, None, dtype=object)])
+            self.w_origin = np.concatenate([self.w_origin, np.full(new - have, None, dtype=object)])
+        hs = len(self.host_slots)
+        if hosts > hs:
+            new = max(hosts, 2 * hs, 64)
+            pad = np.full((new - hs, self.top_k), -1, dtype=np.int64)
+            self.host_slots = np.concatenate([self.host_slots, pad])
+
+    def _reset(self, rows: np.ndarray) -> None:
+        for k, (_dt, fill) in _PAIR_FIELDS.items():
+            self.cols[k][rows] = fill
+        self.hist[rows] = 0
+        self.dst[rows] = None
+        self.w_origin[rows] = None
+        for r in rows.tolist():
+            self.sample.pop(r, None)
+
+    def _slot_order(self, slots: np.ndarray, now: float) -> np.ndarray:
+        """Per host, slots in the order they are given away: empty ones, then the least
+        valuable pair (upload / (1 + idle hours)); pairs accumulating evidence or busy in
+        the open window come last."""
+        occ = slots >= 0
+        r = np.where(occ, slots, 0)
+        idle_h = np.maximum(now - np.nan_to_num(self.cols["last_ts"][r], nan=0.0), 0.0) / 3600.0
+        value = self.cols["out"][r] / (1.0 + idle_h)
+        keep = (
+            (self.cols["cusum"][r] > 0)
+            | (self.cols["emitted"][r] > 0)
+            | (self.cols["w_conns"][r] > 0)
+        )
+        value = np.where(keep, value + 1e30, value)
+        value = np.where(occ, value, -1.0)
+        return np.argsort(value, axis=1, kind="stable")
+
+    def rows(
+        self,
+        host_rows: np.ndarray,
+        dsts: Sequence[str],
+        tick: int,
+        now: float = 0.0,
+        upload: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Rows of the (unique) pairs ``(host_rows[i], dsts[i])``, creating/evicting as needed.
+
+        A host gets at most ``top_k`` new pairs per call (the largest ``upload`` first);
+        pairs that do not fit get row -1 (their bytes still count in the host totals).
+        """
+        index = self.index
+        keys = list(zip(host_rows.tolist(), dsts, strict=True))
+        out = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        new = np.flatnonzero(out < 0)
+        if not len(new):
+            return out
+        self._grow(max(self.size, 1), int(host_rows.max()) + 1)
+        up = np.zeros(len(keys)) if upload is None else np.asarray(upload, dtype=np.float64)
+        nh = host_rows[new]
+        order = np.lexsort((-up[new], nh))
+        new, nh = new[order], nh[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(nh)) + 1]
+        counts = np.diff(np.r_[starts, len(nh)])
+        rank = np.arange(len(nh)) - np.repeat(starts, counts)
+        keep = rank < self.top_k
+        new, nh, rank = new[keep], nh[keep], rank[keep]
+        hosts = np.unique(nh)
+        slots = self.host_slots[hosts]
+        pick = self._slot_order(slots, now)
+        hpos = np.searchsorted(hosts, nh)
+        slot = pick[hpos, rank]
+        old = slots[hpos, slot]
+        victims = old[old >= 0]
+        if len(victims):
+            for h, d in zip(
+                self.cols["host"][victims].tolist(), self.dst[victims].tolist(), strict=True
+            ):
+                del index[(h, d)]
+            self._reset(victims)
+        rows = old.copy()
+        fresh = np.flatnonzero(rows < 0)
+        take = min(len(fresh), len(self.free))
+        if take:
+            rows[fresh[:take]] = [self.free.pop() for _ in range(take)]
+        rest = fresh[take:]
+        if len(rest):
+            rows[rest] = np.arange(self.size, self.size + len(rest))
+            self.size += len(rest)
+            self._grow(self.size, 0)
+        self.host_slots[nh, slot] = rows
+        self.cols["host"][rows] = nh
+        for i, r in zip(new.tolist(), rows.tolist(), strict=True):
+            index[keys[i]] = r
+            self.dst[r] = keys[i][1]
+        out[new] = rows
+        return out
+
+    def add_sample(self, rows: np.ndarray) -> None:
+        """Keep the open window's last position of ``rows`` (first half kept, then newest)."""
+        for r in rows.tolist():
+            origin, offset = self.w_origin[r], int(self.cols["w_offset"][r])
+            if origin is None:
+                continue
+            s = self.sample.setdefault(r, [])
+            if len(s) >= self.positions:
+                del s[self.positions // 2]
+            s.append((str(origin), offset))
+
+    def chunk_quantiles(self, rows: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+        """Approximate quantiles of bytes per flow from the log2 histograms (log-interpolated)."""
+        h = self.hist[rows].astype(np.float64)
+        c = np.cumsum(h, axis=1)
+        tot = np.maximum(c[:, -1:], 1.0)
+        out = np.empty((len(rows), len(qs)))
+        for j, q in enumerate(qs):
+            k = np.minimum((c / tot < q).sum(axis=1), self.hist_bins - 1)
+            below = np.where(
+                k > 0, np.take_along_axis(c, np.maximum(k - 1, 0)[:, None], 1)[:, 0], 0.0
+            )
+            inbin = np.maximum(h[np.arange(len(rows)), k], 1.0)
+            f = np.clip((q * tot[:, 0] - below) / inbin, 0.0, 1.0)
+            out[:, j] = np.exp2(k + _BIN0 + f)
+        return out
+
+    def nbytes(self) -> int:
+        arrays = (
+            sum(a.nbytes for a in self.cols.values()) + self.hist.nbytes + self.host_slots.nbytes
+        )
+        return int(arrays + 16 * len(self.dst) + 120 * len(self.index))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)

@@ -1,0 +1,236 @@
+"""Rolling per-host volume horizons (1 h / 6 h / 24 h / 7 d) with robust baselines and peers.
+
+:class:`HostHorizons` keeps, per host, a fixed ring of hourly byte counts (float32, one
+slot per hour, ``max(horizons) + 1`` slots: 676 bytes for the default 7-day horizon) and
+one :class:`~pipelines.baselines.RobustBaseline` per horizon. Volumes are floored at
+``floor_per_hour × H`` before they are learnt or scored: an idle night and a busy
+morning would otherwise make a bimodal log-scale distribution whose spread hides
+everything; above the floor the baseline describes the host's working volume. The trailing ``H``-hour
+total at any moment is the current (partial) hour, the ``H - 1`` previous hours and the
+not-yet-expired part of the hour ``H`` back (pro-rated), so a 1 h horizon really covers
+the last 60 minutes.
+
+Learning happens once per horizon *step* (``min(H, 24)`` hours): the 1 h total every
+hour, the 6 h total every 6 hours, the 24 h and 7 d totals once a day — one sample per
+host per step, and only once the host's history covers the horizon. Samples of a period
+in which the host had a finding are skipped (:meth:`flag`).
+
+Peer group: after each learning step, the median and MAD (× 1.4826) of the warm hosts'
+baseline locations for that horizon — i.e. "what a typical host of this network sends in
+H hours". A host that is far above both its own baseline and that typical host is
+suspicious; one that is only above its own baseline (a quiet host doing ordinary work) is
+not. Similar-activity peer groups were considered, but with a few hundred hosts the whole
+network is the most stable reference.
+
+>>> hz = HostHorizons(horizons=(1, 6), warmups=(3, 1), floor_per_hour=1e5)
+>>> rows = hz.rows(["10.0.0.1"], hour=0)
+>>> for hour in range(8):
+...     hz.advance(hour)
+...     hz.add(rows, np.array([1e6]))
+...     hz.learn_hour(hour)
+>>> bool(hz.warm(rows, hour=8, warmup_hours=6)[0])
+True
+>>> hz.advance(8)
+>>> s = hz.score(rows, hour=8, frac=1.0, extra=np.array([5e8]))
+>>> float(s.obs[0, 0]) >= 5e8, bool(s.z[0, 0] > 5), bool(s.z[0, 1] > 3)
+(True, True, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.baselines import RobustBaseline
+
+__all__ = ["HorizonScores", "HostHorizons"]
+
+_MAD_TO_SIGMA = 1.4826
+
+
+@dataclass
+class HorizonScores:
+    """Per (host row, horizon) observations and scores, all shaped ``(rows, horizons)``."""
+
+    obs: np.ndarray  # trailing total, bytes
+    typical: np.ndarray  # own baseline location, bytes
+    z: np.ndarray  # robust z vs own baseline (log scale)
+    warm: np.ndarray  # own baseline warm
+    peer_typical: np.ndarray  # peer location, bytes (per horizon, broadcast)
+    peer_z: np.ndarray  # robust z vs peers
+    samples: np.ndarray  # samples learnt per horizon
+
+
+class HostHorizons:
+    """Hourly byte ring + robust baselines per horizon + peer statistics (see module doc)."""
+
+    def __init__(
+        self,
+        horizons: Sequence[int] = (1, 6, 24, 168),
+        warmups: Sequence[int] = (24, 4, 3, 4),
+        rate: float = 0.05,
+        max_step: float = 0.5,
+        min_spread: float = 0.25,
+        floor_per_hour: float = 1e6,
+    ) -> None:
+        self.horizons = tuple(int(h) for h in horizons)
+        self.floor_per_hour = floor_per_hour
+        self.warmups = tuple(int(w) for w in warmups)
+        self.slots = max(self.horizons) + 1
+        self.base = [
+            RobustBaseline(
+                ("bytes",), warmup=w, rate=rate, max_step=max_step, min_spread=min_spread
+            )
+            for w in self.warmups
+        ]
+        self.min_spread = min_spread
+        self.index: dict[str, int] = {}
+        self.names: list[str] = []
+        self.ring = np.zeros((0, self.slots), dtype=np.float32)
+        self.first_hour = np.zeros(0, dtype=np.int64)
+        self.flags = np.zeros(0, dtype=np.uint8)  # bit i: finding during horizon i's period
+        self.hour = -1
+        self.peer_loc = np.zeros(len(self.horizons))
+        self.peer_spread = np.full(len(self.horizons), 1.0)
+        self.peer_n = np.zeros(len(self.horizons), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    # -- bookkeeping -----------------------------------------------------------------
+    def rows(self, hosts: Sequence[str], hour: int) -> np.ndarray:
+        """Row of each host, adding unknown hosts (their history starts at ``hour``)."""
+        index = self.index
+        out = np.empty(len(hosts), dtype=np.int64)
+        new: list[str] = []
+        for i, h in enumerate(hosts):
+            r = index.get(h)
+            if r is None:
+                r = index[h] = len(self.names)
+                self.names.append(h)
+                new.append(h)
+            out[i] = r
+        if new:
+            for b in self.base:
+                b.ids(new)
+            n = len(self.names)
+            cap = len(self.first_hour)
+            if n > cap:
+                grow = max(n, 2 * cap, 64) - cap
+                self.ring = np.concatenate([self.ring, np.zeros((grow, self.slots), np.float32)])
+                self.first_hour = np.concatenate([self.first_hour, np.full(grow, -1, np.int64)])
+                self.flags = np.concatenate([self.flags, np.zeros(grow, np.uint8)])
+            fresh = out[self.first_hour[out] < 0]
+            self.first_hour[fresh] = hour
+        return out
+
+    def known(self, hosts: Sequence[str]) -> np.ndarray:
+        get = self.index.get
+        return np.fromiter((get(h, -1) for h in hosts), dtype=np.int64, count=len(hosts))
+
+    def advance(self, hour: int) -> None:
+        """Move the clock to ``hour``, clearing the ring slots of the hours entered."""
+        if hour <= self.hour:
+            return
+        start = max(self.hour + 1, hour - self.slots + 1)
+        for h in range(start, hour + 1):
+            self.ring[:, h % self.slots] = 0.0
+        self.hour = hour
+
+    def add(self, rows: np.ndarray, nbytes: np.ndarray) -> None:
+        """Add outbound bytes of the current hour (``rows`` unique)."""
+        self.ring[rows, self.hour % self.slots] += nbytes.astype(np.float32)
+
+    def flag(self, rows: np.ndarray) -> None:
+        """Mark hosts with a finding: their current periods are not learnt."""
+        self.flags[rows] = np.uint8((1 << len(self.horizons)) - 1)
+
+    # -- reading (pure) ----------------------------------------------------------------
+    def history(self, rows: np.ndarray, hour: int) -> np.ndarray:
+        """Hours of history per host (0 for a host first seen in ``hour``)."""
+        return hour - self.first_hour[rows]
+
+    def warm(self, rows: np.ndarray, hour: int, warmup_hours: float) -> np.ndarray:
+        return np.asarray(self.history(rows, hour) >= warmup_hours)
+
+    def ordered(self, rows: np.ndarray, hour: int) -> np.ndarray:
+        """Ring of ``rows`` ordered newest first: column 0 is ``hour``, column j is ``hour - j``."""
+        cols = (hour - np.arange(self.slots)) % self.slots
+        return self.ring[rows][:, cols].astype(np.float64)
+
+    def score(self, rows: np.ndarray, hour: int, frac: float, extra: np.ndarray) -> HorizonScores:
+        """Trailing totals at ``frac`` of ``hour`` (plus ``extra`` bytes not yet in the ring)."""
+        x = self.ordered(rows, hour)
+        x[:, 0] += extra
+        csum = np.cumsum(x, axis=1)
+        nh = len(self.horizons)
+        obs = np.empty((len(rows), nh))
+        for i, h in enumerate(self.horizons):
+            obs[:, i] = csum[:, h - 1] + (1.0 - frac) * x[:, h]
+        typical = np.empty_like(obs)
+        z = np.empty_like(obs)
+        warm = np.empty(obs.shape, dtype=bool)
+        samples = np.empty(obs.shape, dtype=np.int64)
+        for i, b in enumerate(self.base):
+            typical[:, i] = b.typical(rows)[:, 0]
+            floored = np.maximum(obs[:, i : i + 1], self.floor_per_hour * self.horizons[i])
+            z[:, i] = b.z(rows, floored)[:, 0]
+            warm[:, i] = b.warm(rows)
+            samples[:, i] = b.samples(rows)
+        floor = self.floor_per_hour * np.asarray(self.horizons, dtype=np.float64)
+        peer_z = (np.log1p(np.maximum(obs, floor)) - self.peer_loc) / np.maximum(
+            self.peer_spread, self.min_spread
+        )
+        peer_typ = np.broadcast_to(np.expm1(self.peer_loc), obs.shape).copy()
+        return HorizonScores(obs, typical, z, warm, peer_typ, peer_z, samples)
+
+    def past_max(self, rows: np.ndarray, hour: int, horizon: int) -> np.ndarray:
+        """Largest ``horizon``-hour total in the ring that ends before the current window.
+
+        The hours of the current trailing window are excluded, so this is "the host's
+        record over the last week" — a recurring nightly backup sets it every night.
+        """
+        x = self.ordered(rows, hour)
+        h = horizon
+        if 2 * h + 1 > self.slots:
+            return np.zeros(len(rows))
+        c = np.concatenate([np.zeros((len(rows), 1)), np.cumsum(x, axis=1)], axis=1)
+        sums = c[:, h + 1 + h :] - c[:, h + 1 : self.slots + 1 - h]
+        return np.asarray(sums.max(axis=1))
+
+    # -- learning -------------------------------------------------------------------
+    def learn_hour(self, hour: int) -> None:
+        """``hour`` is complete: learn each horizon whose step ends with it, refresh peers."""
+        n = len(self.names)
+        if not n:
+            return
+        rows = np.arange(n)
+        x = self.ordered(rows, hour)
+        csum = np.cumsum(x, axis=1)
+        hist = hour - self.first_hour[:n] + 1
+        for i, (h, b) in enumerate(zip(self.horizons, self.base, strict=True)):
+            if (hour + 1) % min(h, 24):
+                continue
+            bit = np.uint8(1 << i)
+            covered = hist >= h
+            allow = covered & ((self.flags[:n] & bit) == 0)
+            value = np.maximum(csum[:, h - 1 : h], self.floor_per_hour * h)
+            b.learn(rows, value, allow=allow, t=hour)
+            self.flags[:n] &= ~bit
+            warm = b.warm(rows)
+            if warm.sum() >= 3:
+                loc = b.loc[rows[warm], 0].astype(np.float64)
+                med = float(np.median(loc))
+                self.peer_loc[i] = med
+                self.peer_spread[i] = max(
+                    float(np.median(np.abs(loc - med))) * _MAD_TO_SIGMA, self.min_spread
+                )
+                self.peer_n[i] = int(warm.sum())
+
+    def nbytes(self) -> int:
+        arrays = self.ring.nbytes + self.first_hour.nbytes + self.flags.nbytes
+        return int(
+            arrays + sum(b.nbytes() for b in self.base) + sum(len(s) + 90 for s in self.names)
+        )

@@ -1,0 +1,638 @@
+"""Data exfiltration, fast and slow: :class:`ExfilDetector` (``exfil``).
+
+Two complementary signals, both per internal host sending to outside (``src_inside``
+and not ``dst_inside``; for unidirectional sources the reverse records count as the
+download side):
+
+**Volume horizons** (fast exfiltration). Outbound bytes per host over trailing 1 h / 6 h
+/ 24 h / 7 d, from a fixed ring of hourly buckets (:mod:`._horizons`), are compared with
+the host's own robust baseline (log scale, median/MAD, one sample per horizon step) and
+with the peer group (median/MAD of all warm hosts' baselines). A horizon fires when it
+is far above both (``z_threshold``, ``peer_z_threshold``), the excess is at least
+``min_bytes`` and it beats the host's own record for that horizon over the last week by
+``record_ratio``, and unless most of it goes to a destination the host already sent at
+least 1/``recurring_ratio`` of today's volume to on an earlier day — so a nightly backup
+(same destination every night) is part of the baseline and never fires.
+
+**Drip to a new, rare destination** (slow exfiltration). Per (host, destination) a
+one-sided CUSUM accumulates upload bytes to destinations that are *new* (first seen,
+network-wide, after the host finished its warm-up) and *rare* (at most ``rare_hosts``
+internal hosts contact them), weighted by upload/download asymmetry; it drains by
+``cusum_k`` bytes per hour, so ordinary small uploads never add up, and fires at
+``cusum_h``. A per-host CUSUM over the same bytes catches drips spread over many such
+destinations. Episode = destination IP; the finding is re-emitted as the upload grows.
+
+Score before learn, warm-up (``warmup_hours`` of history per host; baselines have their
+own warm-up in samples), no learning from periods with findings, capped baseline moves
+(all via :class:`~pipelines.baselines.RobustBaseline`). Memory is bounded: ``top_k``
+destinations per host, ``max_destinations`` network-wide (LRU), a 169-slot ring per host.
+
+>>> det = ExfilDetector()
+>>> det.params()["cusum_h"]
+12000000.0
+>>> det.process_window(Window.of(0, 300.0))
+[]
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipelines.detectors._exfil_pairs import DestinationTable, PairTable, size_bins
+from pipelines.detectors._exfil_text import attacks_for, fmt_bytes, fmt_hours, positions_of
+from pipelines.detectors._horizons import HostHorizons
+from pipelines.detectors.base import Detector, Evidence, Finding, Window
+from pipelines.records import DnsBatch, FlowBatch
+from pipelines.sketches import factorize, hash32
+
+__all__ = ["ExfilDetector"]
+
+CLOUD_STORAGE_DOMAINS = (
+    "dropbox.com", "dropboxapi.com", "dropboxusercontent.com", "drive.google.com",
+    "storage.googleapis.com", "blob.core.windows.net", "onedrive.live.com", "1drv.com",
+    "sharepoint.com", "box.com", "mega.nz", "mega.co.nz", "backblazeb2.com",
+    "wetransfer.com", "pcloud.com", "s3.amazonaws.com",
+)  # fmt: skip
+
+
+@dataclass
+class _Features:
+    window: Window
+    hour: int
+    frac: float
+    hosts: np.ndarray  # host rows with outbound bytes in the window
+    host_out: np.ndarray
+    pairs: np.ndarray  # pair rows touched in the window
+    w_out: np.ndarray
+    w_conns: np.ndarray
+    scored: Any = None
+
+
+@dataclass
+class _Scored:
+    s_pair: np.ndarray  # tentative pair CUSUM after this window
+    x_pair: np.ndarray  # bytes added to it
+    new_rare: np.ndarray  # pair goes to a new, rare destination
+    h_rows: np.ndarray  # hosts whose rare-destination CUSUM moved
+    s_host: np.ndarray
+    host_emit: dict[int, float]  # host row -> observed value reported
+    pair_emit: list[int]
+
+
+class ExfilDetector(Detector):
+    """Fast and slow exfiltration per internal host (see module docstring)."""
+
+    name = "exfil"
+
+    def __init__(
+        self,
+        horizons_hours: Sequence[int] = (1, 6, 24, 168),
+        horizon_warmups: Sequence[int] = (24, 4, 3, 4),
+        warmup_hours: float = 24.0,
+        z_threshold: float = 3.0,
+        peer_z_threshold: float = 3.0,
+        min_bytes: Sequence[float] = (2e8, 3e8, 5e8, 2e9),
+        record_ratio: float = 2.0,
+        recurring_ratio: float = 10.0,
+        cusum_k: float = 2.5e5,
+        cusum_h: float = 1.2e7,
+        host_cusum_h: float = 3e7,
+        min_pair_conns: int = 20,
+        rare_hosts: int = 2,
+        asym_min: float = 3.0,
+        top_k: int = 32,
+        max_destinations: int = 200_000,
+        reemit_growth: float = 1.25,
+        reemit_windows: int = 12,
+        small_chunk_bytes: float = 65536.0,
+        web_ports: Sequence[int] = (80, 443, 8080, 8443),
+        cloud_storage_domains: Sequence[str] = CLOUD_STORAGE_DOMAINS,
+        cloud_storage_cidrs: Sequence[str] = (),
+        dns_cache: int = 50_000,
+        baseline_rate: float = 0.05,
+        baseline_max_step: float = 0.5,
+        volume_floor: float = 1e5,
+    ) -> None:
+        self.horizons_hours = tuple(horizons_hours)
+        self.horizon_warmups = tuple(horizon_warmups)
+        self.warmup_hours = warmup_hours
+        self.z_threshold = z_threshold
+        self.peer_z_threshold = peer_z_threshold
+        self.min_bytes = tuple(min_bytes)
+        self.record_ratio = record_ratio
+        self.recurring_ratio = recurring_ratio
+        self.cusum_k = cusum_k
+        self.cusum_h = cusum_h
+        self.host_cusum_h = host_cusum_h
+        self.min_pair_conns = min_pair_conns
+        self.rare_hosts = rare_hosts
+        self.asym_min = asym_min
+        self.top_k = top_k
+        self.max_destinations = max_destinations
+        self.reemit_growth = reemit_growth
+        self.reemit_windows = reemit_windows
+        self.small_chunk_bytes = small_chunk_bytes
+        self.web_ports = tuple(web_ports)
+        self.cloud_storage_domains = tuple(cloud_storage_domains)
+        self.cloud_storage_cidrs = tuple(cloud_storage_cidrs)
+        self.dns_cache = dns_cache
+        self.baseline_rate = baseline_rate
+        self.baseline_max_step = baseline_max_step
+        self.volume_floor = volume_floor
+        self._cloud_nets = [ipaddress.ip_network(c, strict=False) for c in self.cloud_storage_cidrs]
+        self.hz = HostHorizons(
+            self.horizons_hours,
+            self.horizon_warmups,
+            rate=baseline_rate,
+            max_step=baseline_max_step,
+            floor_per_hour=volume_floor,
+        )
+        self.pairs = PairTable(top_k=top_k, hist_bins=20)
+        self.dsts = DestinationTable(capacity=max_destinations)
+        self.domains: dict[str, str] = {}  # external IP -> last DNS name that resolved to it
+        n = 0
+        self.w_host_out = np.zeros(n)
+        self.h_cusum = np.zeros(n)
+        self.h_cusum_t = np.zeros(n)
+        self.h_emit = np.zeros(n)
+        self.h_emit_win = np.full(n, -(10**9), dtype=np.int64)
+        self._w_pairs: list[np.ndarray] = []
+        self._w_hosts: list[np.ndarray] = []
+
+    # -- ingest -----------------------------------------------------------------------
+    def entities(self) -> int:
+        return len(self.hz)
+
+    def _grow_hosts(self) -> None:
+        n, have = len(self.hz), len(self.w_host_out)
+        if n <= have:
+            return
+        g = max(n, 2 * have, 64) - have
+        self.w_host_out = np.concatenate([self.w_host_out, np.zeros(g)])
+        self.h_cusum = np.concatenate([self.h_cusum, np.zeros(g)])
+        self.h_cusum_t = np.concatenate([self.h_cusum_t, np.zeros(g)])
+        self.h_emit = np.concatenate([self.h_emit, np.zeros(g)])
+        self.h_emit_win = np.concatenate([self.h_emit_win, np.full(g, -(10**9), np.int64)])
+
+    def _ingest_dns(self, dns: DnsBatch) -> None:
+        keep = (dns.answers_n > 0) & ((dns.qtype == 1) | (dns.qtype == 28))
+        if not keep.any():
+            return
+        cache = self.domains
+        for q, ans in zip(dns.query[keep].tolist(), dns.answers[keep].tolist(), strict=True):
+            if not ans:
+                continue
+            for ip in str(ans).split(","):
+                ip = ip.strip()
+                if ip:
+                    cache.pop(ip, None)
+                    cache[ip] = str(q).rstrip(".").lower()
+        while len(cache) > self.dns_cache:
+            del cache[next(iter(cache))]
+
+    def ingest(self, flows: FlowBatch, dns: DnsBatch, window: Window) -> None:
+        if len(dns):
+            self._ingest_dns(dns)
+        if not len(flows):
+            return
+        up = np.flatnonzero(flows.src_inside & ~flows.dst_inside)
+        back = np.flatnonzero(~flows.src_inside & flows.dst_inside & ~flows.bidirectional)
+        if not len(up) and not len(back):
+            return
+        n_up = len(up)
+        host = np.concatenate([flows.src[up], flows.dst[back]])
+        ext = np.concatenate([flows.dst[up], flows.src[back]])
+        b_out = np.concatenate([flows.bytes_out[up], np.zeros(len(back), np.int64)]).astype(float)
+        b_in = np.concatenate([flows.bytes_in[up], flows.bytes_out[back]]).astype(float)
+        port = np.concatenate([flows.dst_port[up], flows.src_port[back]])
+        ts = np.concatenate([flows.ts_start[up], flows.ts_start[back]])
+        idx = np.concatenate([up, back])
+        hc, hosts = factorize(host)
+        dc, dsts = factorize(ext)
+        hrows = self.hz.rows(hosts, int(window.start // 3600))  # type: ignore[arg-type]
+        self._grow_hosts()
+        per_host = np.bincount(hc, weights=b_out, minlength=len(hosts))
+        self.w_host_out[hrows] += per_host
+        self._w_hosts.append(hrows[per_host > 0])
+        # destinations, network-wide
+        dmin = np.full(len(dsts), np.inf)
+        np.minimum.at(dmin, dc, ts)
+        drows = self.dsts.observe(dsts, dmin, tick=window.index)  # type: ignore[arg-type]
+        # (host, destination) groups
+        nd = len(dsts)
+        uk, inv = np.unique(hc * nd + dc, return_inverse=True)
+        gh, gd = uk // nd, uk % nd
+        self.dsts.add_hosts(drows[gd], hash32(hosts)[gh])  # type: ignore[arg-type]
+        P = self.pairs
+        g = len(uk)
+        wo = np.bincount(inv, weights=b_out, minlength=g)
+        gdst = [dsts[j] for j in gd.tolist()]
+        rows = P.rows(hrows[gh], gdst, window.index, window.end, upload=wo)  # type: ignore[arg-type]
+        if (rows < 0).any():  # more new destinations than top_k in one batch: keep the largest
+            ok = rows >= 0
+            remap = np.cumsum(ok) - 1
+            sel = ok[inv]
+            inv, b_out, b_in, port, ts = remap[inv[sel]], b_out[sel], b_in[sel], port[sel], ts[sel]
+            idx, is_up = idx[sel], np.flatnonzero(sel) < n_up
+            rows, wo, g = rows[ok], wo[ok], int(ok.sum())
+        else:
+            is_up = np.arange(len(idx)) < n_up
+        wi = np.bincount(inv, weights=b_in, minlength=g)
+        is_conn = is_up
+        wc = np.bincount(inv, weights=is_conn, minlength=g).astype(np.int64)
+        for name, val in (("w_out", wo), ("out", wo), ("w_in", wi), ("inb", wi)):
+            P.cols[name][rows] += val
+        P.cols["w_conns"][rows] += wc
+        P.cols["conns"][rows] += wc
+        tmin = np.full(g, np.inf)
+        np.minimum.at(tmin, inv, ts)
+        tmax = np.full(g, -np.inf)
+        np.maximum.at(tmax, inv, ts)
+        P.cols["first_ts"][rows] = np.fmin(P.first_ts[rows], tmin)
+        P.cols["last_ts"][rows] = np.fmax(P.last_ts[rows], tmax)
+        last = np.zeros(g, dtype=np.int64)
+        np.maximum.at(last, inv, np.arange(len(idx)))
+        P.cols["port"][rows] = port[last]
+        P.w_origin[rows] = flows.origin[idx[last]]
+        P.cols["w_offset"][rows] = flows.offset[idx[last]]
+        nb = P.hist_bins
+        c = inv[is_conn] * nb + size_bins(b_out[is_conn], nb)
+        P.hist[rows] += np.bincount(c, minlength=g * nb).reshape(g, nb).astype(np.uint32)
+        self._w_pairs.append(rows)
+
+    # -- close ------------------------------------------------------------------------
+    def close(self, window: Window) -> _Features:
+        hour = int(window.start // 3600)
+        self.hz.advance(hour)
+        frac = min(max((window.end - hour * 3600.0) / 3600.0, 0.0), 1.0)
+        hosts = np.unique(np.concatenate(self._w_hosts)) if self._w_hosts else np.zeros(0, np.int64)
+        prow = np.unique(np.concatenate(self._w_pairs)) if self._w_pairs else np.zeros(0, np.int64)
+        self._w_hosts, self._w_pairs = [], []
+        host_out = self.w_host_out[hosts].copy()
+        self.w_host_out[hosts] = 0.0
+        self.hz.add(hosts, host_out)
+        P = self.pairs
+        w_out = P.w_out[prow].copy()
+        w_conns = P.w_conns[prow].copy()
+        for name in ("w_out", "w_in", "w_conns"):
+            P.cols[name][prow] = 0
+        # active hours and the moments of completed hourly uploads
+        moved = P.last_hour[prow] != hour
+        done = prow[moved & (P.last_hour[prow] >= 0)]
+        P.cols["hsum"][done] += P.hour_out[done]
+        P.cols["hsq"][done] += P.hour_out[done] ** 2
+        P.cols["hour_out"][prow[moved]] = 0.0
+        P.cols["hours"][prow[moved]] += 1
+        P.cols["last_hour"][prow] = hour
+        P.cols["hour_out"][prow] += w_out
+        day = int(window.start // 86400)
+        moved = P.day[prow] != day
+        P.cols["day_max"][prow[moved]] = np.maximum(P.day_max[prow[moved]], P.day_out[prow[moved]])
+        P.cols["day_out"][prow[moved]] = 0.0
+        P.cols["day"][prow] = day
+        P.cols["day_out"][prow] += w_out
+        decay = 0.5 ** ((window.end - P.ew_t[prow]) / 3600.0)
+        P.cols["ew_out"][prow] = P.ew_out[prow] * decay + w_out
+        P.cols["ew_t"][prow] = window.end
+        return _Features(window, hour, frac, hosts, host_out, prow, w_out, w_conns)
+
+    # -- score (pure) -----------------------------------------------------------------
+    def _compute(self, f: _Features) -> _Scored:
+        P, win = self.pairs, f.window
+        prow = f.pairs
+        hrow = P.host[prow]
+        first_dst, nh = self.dsts.stats(P.dst[prow].tolist())
+        first = np.fmin(first_dst, P.first_ts[prow])
+        warm_at = (self.hz.first_hour[hrow] + self.warmup_hours) * 3600.0
+        new_rare = (first >= warm_at) & (nh <= self.rare_hosts)
+        ratio = P.out[prow] / (P.inb[prow] + 1.0)
+        asym = np.clip((ratio - 1.0) / max(self.asym_min - 1.0, 1e-9), 0.0, 1.0)
+        x = np.where(new_rare, f.w_out * asym, 0.0)
+        k = self.cusum_k / 3600.0
+        s0 = np.maximum(P.cusum[prow] - k * np.maximum(win.end - P.cusum_t[prow], 0.0), 0.0)
+        s1 = np.where(x > 0, s0 + x, s0)
+        ok = (P.conns[prow] >= self.min_pair_conns) | (s1 >= 8 * self.cusum_h)
+        fire = new_rare & (s1 >= self.cusum_h) & ok
+        grown = P.out[prow] >= np.maximum(P.emitted[prow] * self.reemit_growth, 1.0)
+        pair_emit = prow[fire & grown].tolist()
+        # host-wide CUSUM over bytes to new rare destinations (drips over many destinations)
+        h_rows, inv = np.unique(hrow[x > 0], return_inverse=True)
+        xs = np.bincount(inv, weights=x[x > 0], minlength=len(h_rows))
+        hs0 = np.maximum(self.h_cusum[h_rows] - k * (win.end - self.h_cusum_t[h_rows]), 0.0)
+        s_host = hs0 + xs
+        host_emit: dict[int, float] = {}
+        for h, s in zip(h_rows.tolist(), s_host.tolist(), strict=True):
+            if s >= self.host_cusum_h and s >= self.h_emit[h] * self.reemit_growth:
+                slots = P.host_slots[h]
+                slots = slots[slots >= 0]
+                cur = P.cusum[slots].copy()
+                pos = np.minimum(np.searchsorted(prow, slots), len(prow) - 1)
+                hit = prow[pos] == slots
+                cur[hit] = s1[pos[hit]]
+                if float(cur.max(initial=0.0)) < self.cusum_h / 2:  # spread, no single pair
+                    host_emit[h] = -s  # negative: a CUSUM value, not a horizon total
+        # volume horizons
+        if len(f.hosts):
+            s = self.hz.score(f.hosts, f.hour, f.frac, np.zeros(len(f.hosts)))
+            warm = self.hz.warm(f.hosts, f.hour, self.warmup_hours)[:, None] & s.warm
+            floor = np.asarray(self.min_bytes[: len(self.horizons_hours)])
+            fire_h = (
+                warm
+                & (s.z >= self.z_threshold)
+                & (s.peer_z >= self.peer_z_threshold)
+                & (s.obs - s.typical >= floor)
+            )
+            for i in np.flatnonzero(fire_h.any(axis=1)).tolist():
+                r = int(f.hosts[i])
+                ok_h = [
+                    j
+                    for j in np.flatnonzero(fire_h[i]).tolist()
+                    if s.obs[i, j]
+                    >= self.record_ratio
+                    * self.hz.past_max(np.array([r]), f.hour, self.horizons_hours[j])[0]
+                ]
+                if not ok_h or self._recurring(r, win.end):
+                    continue
+                obs = float(s.obs[i, ok_h].max())
+                recent = win.index - self.h_emit_win[r] < self.reemit_windows
+                if obs >= self.h_emit[r] * self.reemit_growth or not recent:
+                    host_emit[r] = obs
+        return _Scored(s1, x, new_rare, h_rows, s_host, host_emit, pair_emit)
+
+    def _recurring(self, h: int, now: float) -> bool:
+        """Most of the host's recent upload goes to a destination it already sent a
+        comparable daily volume to on an earlier day (nightly backup, routine sync)."""
+        P = self.pairs
+        slots = P.host_slots[h]
+        slots = slots[slots >= 0]
+        if not len(slots):
+            return False
+        ew = P.ew_out[slots] * 0.5 ** ((now - P.ew_t[slots]) / 3600.0)
+        top = int(slots[np.argmax(ew)])
+        dominant = float(ew.max()) >= 0.5 * float(ew.sum())
+        return dominant and float(P.day_max[top]) * self.recurring_ratio >= float(P.day_out[top])
+
+    def score(self, features: _Features) -> list[Finding]:
+        f = features
+        if not len(f.pairs) and not len(f.hosts):
+            f.scored = None
+            return []
+        sc = f.scored = self._compute(f)
+        out: dict[tuple[int, str], Finding] = {}
+        for r in sc.pair_emit:
+            fd = self._pair_finding(f, r, float(sc.s_pair[np.searchsorted(f.pairs, r)]))
+            out[(int(self.pairs.host[r]), fd.episode)] = fd
+        for h, val in sc.host_emit.items():
+            fd = self._host_finding(f, h, val, sc)
+            key = (h, fd.episode)
+            out[key] = _merge(fd, out[key]) if key in out else fd
+        return list(out.values())
+
+    # -- learn ------------------------------------------------------------------------
+    def learn(self, features: _Features, findings: list[Finding]) -> None:
+        f = features
+        P = self.pairs
+        sc = f.scored if f.scored is not None or not len(f.pairs) else self._compute(f)
+        if sc is not None:
+            P.cols["cusum"][f.pairs] = sc.s_pair
+            P.cols["cusum_t"][f.pairs] = f.window.end
+            P.add_sample(f.pairs[sc.x_pair > 0])
+            P.cols["rare_new"][f.pairs] = sc.new_rare
+            self.h_cusum[sc.h_rows] = sc.s_host
+            self.h_cusum_t[sc.h_rows] = f.window.end
+            for r in sc.pair_emit:
+                P.cols["emitted"][r] = P.out[r]
+            for h, val in sc.host_emit.items():
+                self.h_emit[h] = abs(val)
+                self.h_emit_win[h] = f.window.index
+        if len(f.pairs):
+            P.w_origin[f.pairs] = None
+            P.cols["w_offset"][f.pairs] = -1
+        if findings:
+            self.hz.flag(self.hz.known([fd.entity for fd in findings]))
+        if int(f.window.end // 3600) > f.hour or f.window.end % 3600 == 0:
+            self.hz.learn_hour(f.hour)
+
+    # -- explanation ------------------------------------------------------------------
+    def _is_cloud(self, dst: str, domain: str) -> bool:
+        if domain and any(
+            domain == d or domain.endswith("." + d) for d in self.cloud_storage_domains
+        ):
+            return True
+        if self._cloud_nets:
+            try:
+                a = ipaddress.ip_address(dst)
+            except ValueError:
+                return False
+            return any(a.version == n.version and a in n for n in self._cloud_nets)
+        return False
+
+    def _pair_facts(self, r: int, now: float) -> dict[str, Any]:
+        P = self.pairs
+        dst = str(P.dst[r])
+        first_dst, nh = self.dsts.stats([dst])
+        first = float(np.fmin(first_dst[0], P.first_ts[r]))
+        med, q1, q3 = self.pairs.chunk_quantiles(np.array([r]), (0.5, 0.25, 0.75))[0].tolist()
+        hours = int(P.hours[r])
+        mean = P.hsum[r] / max(hours - 1, 1)
+        var = max(P.hsq[r] / max(hours - 1, 1) - mean**2, 0.0)
+        span_h = max((float(P.last_ts[r]) - float(P.first_ts[r])) / 3600.0, 1 / 12)
+        return {
+            "bytes_out": float(P.out[r]),
+            "bytes_in": float(P.inb[r]),
+            "connections": int(P.conns[r]),
+            "destination": dst,
+            "dst_port": int(P.port[r]),
+            "destination_first_seen": first,
+            "destination_age_hours": round((now - first) / 3600.0, 2),
+            "internal_hosts_contacting": int(nh[0]),
+            "chunk_bytes_median": round(med),
+            "chunk_bytes_iqr": round(q3 - q1),
+            "hours_active": hours,
+            "span_hours": round(span_h, 2),
+            "upload_download_ratio": round(float(P.out[r]) / max(float(P.inb[r]), 1.0), 1),
+            "hourly_upload_cv": round(math.sqrt(var) / mean, 2) if mean > 0 else None,
+            "cusum_bytes": float(P.cusum[r]),
+            "domain": self.domains.get(dst, ""),
+        }
+
+    def _baseline_for(self, h: int, value: float, span_h: float) -> tuple[float, float, int]:
+        """(typical bytes for the same span, z of ``value`` vs that horizon, horizon hours)."""
+        rows = np.array([h])
+        for i, hh in enumerate(self.horizons_hours):
+            b = self.hz.base[i]
+            if hh >= span_h or i == len(self.horizons_hours) - 1:
+                if not b.warm(rows)[0]:
+                    continue
+                typ = float(b.typical(rows)[0, 0]) * min(span_h / hh, 1.0)
+                return typ, float(b.z(rows, np.array([[value * hh / max(span_h, hh)]]))[0, 0]), hh
+        return 0.0, 0.0, 0
+
+    def _pair_finding(self, f: _Features, r: int, s: float) -> Finding:
+        P = self.pairs
+        h = int(P.host[r])
+        host = self.hz.names[h]
+        facts = self._pair_facts(r, f.window.end)
+        facts["cusum_bytes"] = s
+        dst, port, out = facts["destination"], facts["dst_port"], facts["bytes_out"]
+        typ, z, hh = self._baseline_for(h, out, facts["span_hours"])
+        ev = [
+            Evidence("cusum_upload_new_destination", s, self.cusum_h, round(s / self.cusum_h, 2),
+                     "bytes", f"CUSUM threshold (drift {fmt_bytes(self.cusum_k)}/h)"),
+            Evidence("upload_to_destination", out, typ, round(z, 2), "bytes",
+                     f"host {hh} h median upload" if hh else "host baseline not warm"),
+            Evidence("upload_download_ratio", facts["upload_download_ratio"], 1.0, 0.0, "ratio",
+                     "symmetric traffic"),
+        ]  # fmt: skip
+        others = facts["internal_hosts_contacting"] - 1
+        mult = f" — {out / typ:.0f}× its {hh} h baseline" if typ > 0 else ""
+        sentence = (
+            f"{host} uploaded {fmt_bytes(out)} to {dst}:{port} over {fmt_hours(facts['span_hours'])} "
+            f"in {facts['connections']} connections (median chunk {fmt_bytes(facts['chunk_bytes_median'])}, "
+            f"{facts['upload_download_ratio']:g}× more up than down){mult}; destination first seen "
+            f"{fmt_hours(facts['destination_age_hours'])} ago and contacted by "
+            f"{'no other host' if others <= 0 else f'{others} other host' + ('s' if others > 1 else '')}."
+        )
+        sev = 5 if out >= 1e9 and facts["span_hours"] <= 1.0 else (4 if out >= 1e8 else 3)
+        score = 1.0 - 0.5 ** (s / self.cusum_h)
+        conf = 50 + 10 * (others <= 0) + 10 * (facts["upload_download_ratio"] >= 10)
+        conf += 10 * (facts["chunk_bytes_median"] <= self.small_chunk_bytes) + 10 * (out >= 5e7)
+        return Finding(
+            detector=self.name, kind="exfiltration", entity=host, episode=dst,
+            start=float(P.first_ts[r]), end=f.window.end, score=round(min(score, 1.0), 4),
+            severity_id=sev, confidence=min(conf, 95),
+            attacks=attacks_for(self, facts, dst),
+            title=f"Slow upload to new destination {dst}", sentence=sentence, evidence=ev,
+            facts=facts, src=host, dst=(dst,), dst_ports=(port,) if port >= 0 else (),
+            domain=facts["domain"], direction="outbound", count=facts["connections"],
+            positions=positions_of(P, [r]), analytic="Statistical",
+        )  # fmt: skip
+
+    def _host_finding(self, f: _Features, h: int, val: float, sc: _Scored) -> Finding:
+        P = self.pairs
+        host = self.hz.names[h]
+        slots = P.host_slots[h]
+        slots = slots[slots >= 0]
+        if val < 0:  # rare-destination CUSUM spread over several destinations
+            return self._spread_finding(f, h, -val, slots)
+        rows = np.array([h])
+        s = self.hz.score(rows, f.hour, f.frac, np.zeros(1))
+        ev: list[Evidence] = []
+        best, best_i = 0.0, 0
+        for i, hh in enumerate(self.horizons_hours):
+            if (
+                s.warm[0, i]
+                and s.z[0, i] >= self.z_threshold
+                and s.peer_z[0, i] >= self.peer_z_threshold
+            ):
+                o = float(s.obs[0, i])
+                ev.append(
+                    Evidence(
+                        f"upload_{hh}h",
+                        o,
+                        float(s.typical[0, i]),
+                        round(float(s.z[0, i]), 2),
+                        "bytes",
+                        f"host {hh} h median ({int(s.samples[0, i])} samples)",
+                    )
+                )
+                ev.append(Evidence(f"upload_{hh}h_vs_peers", o, float(s.peer_typical[0, i]),
+                                   round(float(s.peer_z[0, i]), 2), "bytes",
+                                   f"peer median of {int(self.hz.peer_n[i])} hosts"))  # fmt: skip
+                ratio_i = float(s.z[0, i]) / self.z_threshold
+                if ratio_i > best:
+                    best, best_i = ratio_i, i
+        hh = self.horizons_hours[best_i]
+        obs, typ, peer = (
+            float(s.obs[0, best_i]),
+            float(s.typical[0, best_i]),
+            float(s.peer_typical[0, best_i]),
+        )
+        ew = P.ew_out[slots] * 0.5 ** ((f.window.end - P.ew_t[slots]) / 3600.0)
+        top = int(slots[np.argmax(ew)]) if len(slots) and ew.max() > 0 else -1
+        facts: dict[str, Any] = {"bytes_out_horizon": obs, "horizon_hours": hh}
+        tail = ""
+        episode = ""
+        dsts: tuple[str, ...] = ()
+        ports: tuple[int, ...] = ()
+        pos_rows: list[int] = []
+        if top >= 0:
+            pf = self._pair_facts(top, f.window.end)
+            if float(ew.max()) >= 0.5 * float(ew.sum()):
+                episode, dsts, pos_rows = pf["destination"], (pf["destination"],), [top]
+                ports = (pf["dst_port"],) if pf["dst_port"] >= 0 else ()
+                others = pf["internal_hosts_contacting"] - 1
+                tail = (
+                    f" ({fmt_bytes(pf['bytes_out'])} of it to {pf['destination']}:{pf['dst_port']} in "
+                    f"{pf['connections']} connections); destination first seen "
+                    f"{fmt_hours(pf['destination_age_hours'])} ago and contacted by "
+                    f"{'no other host' if others <= 0 else f'{others} other hosts'}"
+                )
+                facts.update(pf)
+        sentence = (
+            f"{host} uploaded {fmt_bytes(obs)} to external destinations in the last {fmt_hours(hh)} — "
+            f"{obs / max(typ, 1.0):.0f}× its {hh} h baseline of {fmt_bytes(typ)} and "
+            f"{obs / max(peer, 1.0):.0f}× the peer median{tail}."
+        )
+        sev = 5 if (float(s.obs[0, 0]) >= 5e8 or obs >= 2e9) else (4 if obs >= 2e8 else 3)
+        score = 1.0 - 0.5 ** max(best, 1.0)
+        conf = min(60 + 10 * len(ev) // 2 + 10 * bool(episode), 95)
+        return Finding(
+            detector=self.name, kind="exfiltration", entity=host, episode=episode,
+            start=f.window.end - hh * 3600.0, end=f.window.end, score=round(score, 4),
+            severity_id=sev, confidence=conf,
+            attacks=attacks_for(self, facts, episode) if episode else ("T1048",),
+            title=f"Large upload from {host} ({fmt_bytes(obs)} in {fmt_hours(hh)})",
+            sentence=sentence, evidence=ev, facts=facts, src=host, dst=dsts, dst_ports=ports,
+            domain=str(facts.get("domain", "")), direction="outbound",
+            count=int(facts.get("connections", 0)), positions=positions_of(P, pos_rows),
+        )  # fmt: skip
+
+    def _spread_finding(self, f: _Features, h: int, s: float, slots: np.ndarray) -> Finding:
+        P = self.pairs
+        host = self.hz.names[h]
+        act = slots[(P.rare_new[slots] > 0) | np.isin(slots, f.pairs)]
+        total = float(P.out[act].sum())
+        top = act[np.argsort(-P.out[act])][:5]
+        start = float(np.nanmin(P.first_ts[act])) if len(act) else f.window.start
+        span = (f.window.end - start) / 3600.0
+        tops = [str(P.dst[r]) for r in top.tolist()]
+        conns = int(P.conns[act].sum())
+        facts: dict[str, Any] = {
+            "bytes_out": total, "destinations": len(act), "cusum_bytes": s,
+            "connections": conns, "span_hours": round(span, 2), "top_destinations": tops,
+        }  # fmt: skip
+        ev = [Evidence("cusum_upload_rare_destinations", s, self.host_cusum_h,
+                       round(s / self.host_cusum_h, 2), "bytes", "host CUSUM threshold")]  # fmt: skip
+        sentence = (
+            f"{host} uploaded {fmt_bytes(total)} to {len(act)} new, rarely contacted destinations over "
+            f"{fmt_hours(span)} in {facts['connections']} connections (CUSUM {fmt_bytes(s)} over the "
+            f"{fmt_bytes(self.host_cusum_h)} threshold)."
+        )
+        return Finding(
+            detector=self.name, kind="exfiltration", entity=host, episode="", start=start,
+            end=f.window.end, score=round(1.0 - 0.5 ** (s / self.host_cusum_h), 4),
+            severity_id=4 if total >= 1e8 else 3, confidence=60, attacks=("T1048", "T1030"),
+            title=f"Upload spread over {len(act)} new destinations", sentence=sentence, evidence=ev,
+            facts=facts, src=host, dst=tuple(tops), direction="outbound", count=conns, positions=positions_of(P, top.tolist()),
+        )  # fmt: skip
+
+
+def _merge(a: Finding, b: Finding) -> Finding:
+    """One finding per (host, episode) and window: keep the stronger, add the other's evidence."""
+    first, second = (a, b) if a.severity_id >= b.severity_id else (b, a)
+    first.evidence = first.evidence + [
+        e for e in second.evidence if e.name not in {x.name for x in first.evidence}
+    ]
+    first.facts = {**second.facts, **first.facts}
+    first.score = max(a.score, b.score)
+    first.confidence = max(a.confidence, b.confidence)
+    first.start = min(a.start, b.start)
+    first.attacks = tuple(dict.fromkeys(first.attacks + second.attacks))
+    return first

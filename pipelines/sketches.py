@@ -1,0 +1,247 @@
+"""Bounded-memory helpers shared by detectors: grouping, stable hashes, capped sets, sketches.
+
+Everything here is vectorised over numpy arrays, deterministic across processes (no use
+of Python's salted ``hash()``), pickles, and has a fixed or capped size:
+
+* :func:`factorize` — integer codes for an object array of strings (one dict pass, the
+  fastest grouping for interned IP strings; ~5 M values/s);
+* :func:`hash32` / :func:`mix64` — stable 32-bit hashes of strings, 64-bit mixing of integers;
+* :class:`CappedDistinct` — per-row "how many distinct values", exact up to ``cap`` and
+  saturating after (e.g. "how many internal hosts contact this destination");
+* :class:`LruIndex` — key → row mapping with a capacity; when full, the least recently
+  touched rows are evicted in bulk and handed back to the caller for reuse;
+* :class:`HyperLogLog` — approximate distinct count of a large stream in ``2**p`` bytes.
+
+>>> codes, uniq = factorize(np.array(["b", "a", "b"], dtype=object))
+>>> codes.tolist(), uniq
+([0, 1, 0], ['b', 'a'])
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+__all__ = ["CappedDistinct", "HyperLogLog", "LruIndex", "factorize", "hash32", "mix64"]
+
+
+def factorize(values: np.ndarray) -> tuple[np.ndarray, list[object]]:
+    """Codes ``0..k-1`` in order of first appearance, and the ``k`` distinct values.
+
+    >>> factorize(np.array([], dtype=object))[0].tolist()
+    []
+    """
+    index: dict[object, int] = {}
+    setdefault = index.setdefault
+    codes = np.fromiter(
+        (setdefault(v, len(index)) for v in values.tolist()), dtype=np.int64, count=len(values)
+    )
+    return codes, list(index)
+
+
+def hash32(values: Sequence[str]) -> np.ndarray:
+    """Stable (process-independent) 32-bit hashes of strings, never 0 (0 marks "empty").
+
+    >>> h = hash32(["10.0.0.1", "10.0.0.2", "10.0.0.1"])
+    >>> bool(h[0] == h[2]), bool(h[0] != h[1]), h.dtype.name
+    (True, True, 'uint32')
+    """
+    out = np.fromiter(
+        (zlib.crc32(str(v).encode()) for v in values), dtype=np.uint32, count=len(values)
+    )
+    out[out == 0] = 1
+    return out
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser: spreads integer keys over 64 bits (for sketches).
+
+    >>> a = mix64(np.arange(3, dtype=np.uint64))
+    >>> len(set(a.tolist())), a.dtype.name
+    (3, 'uint64')
+    """
+    z = np.asarray(x, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+class CappedDistinct:
+    """Per-row distinct-value counter, exact up to ``cap`` values then saturating.
+
+    Each row keeps ``cap`` uint32 slots (4·cap bytes). Values are non-zero uint32 hashes
+    (see :func:`hash32`). :meth:`add` is vectorised and handles several new values for the
+    same row in one call.
+
+    >>> c = CappedDistinct(cap=3)
+    >>> c.resize(2)
+    >>> c.add(np.array([0, 0, 0, 1]), np.array([7, 7, 9, 7], dtype=np.uint32))
+    >>> c.count(np.array([0, 1])).tolist()
+    [2, 1]
+    >>> c.add(np.array([0, 0, 0]), np.array([1, 2, 3], dtype=np.uint32))
+    >>> c.count(np.array([0])).tolist()  # saturates at cap
+    [3]
+    """
+
+    def __init__(self, cap: int = 8) -> None:
+        self.cap = cap
+        self.slots = np.zeros((0, cap), dtype=np.uint32)
+
+    def resize(self, rows: int) -> None:
+        """Make room for at least ``rows`` rows (new rows are empty)."""
+        have = len(self.slots)
+        if rows > have:
+            new = max(rows, 2 * have, 64)
+            self.slots = np.concatenate([self.slots, np.zeros((new - have, self.cap), np.uint32)])
+
+    def clear(self, rows: np.ndarray) -> None:
+        """Forget the values of ``rows`` (when a row is recycled)."""
+        self.slots[rows] = 0
+
+    def count(self, rows: np.ndarray) -> np.ndarray:
+        """Distinct values seen per row (at most ``cap``)."""
+        return (self.slots[rows] != 0).sum(axis=1).astype(np.int64)
+
+    def contains(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return (self.slots[rows] == np.asarray(values, np.uint32)[:, None]).any(axis=1)
+
+    def add(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """Insert ``values[i]`` into row ``rows[i]`` (duplicates and full rows are ignored)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        values = np.asarray(values, dtype=np.uint32)
+        if not len(rows):
+            return
+        # de-duplicate (row, value) pairs, then drop those already present
+        key = rows.astype(np.uint64) << np.uint64(32) | values.astype(np.uint64)
+        key = np.unique(key)
+        rows = (key >> np.uint64(32)).astype(np.int64)
+        values = (key & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        new = ~self.contains(rows, values)
+        rows, values = rows[new], values[new]
+        if not len(rows):
+            return
+        # rows are sorted (from np.unique): rank of each new value within its row
+        starts = np.r_[0, np.flatnonzero(np.diff(rows)) + 1]
+        rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+        pos = self.count(rows) + rank
+        ok = pos < self.cap
+        self.slots[rows[ok], pos[ok]] = values[ok]
+
+
+class LruIndex:
+    """A key → row mapping of at most ``capacity`` rows, evicting the least recently used.
+
+    :meth:`lookup` returns rows for a batch of keys and the rows it had to recycle
+    (``evicted``), so the caller resets its per-row arrays for them. Eviction happens in
+    bulk (``evict_fraction`` of the capacity at once) to keep it amortised O(1).
+
+    >>> lru = LruIndex(capacity=2, evict_fraction=0.5)
+    >>> rows, new, evicted = lru.lookup(["a", "b"], tick=1)
+    >>> rows.tolist(), new.tolist(), evicted.tolist()
+    ([0, 1], [True, True], [])
+    >>> rows, new, evicted = lru.lookup(["b", "c"], tick=2)   # "a" is the oldest
+    >>> rows.tolist(), new.tolist(), evicted.tolist(), sorted(lru.index)
+    ([1, 0], [False, True], [0], ['b', 'c'])
+    """
+
+    def __init__(self, capacity: int = 200_000, evict_fraction: float = 0.05) -> None:
+        self.capacity = capacity
+        self.evict_fraction = evict_fraction
+        self.index: dict[Hashable, int] = {}
+        self.keys: list[Hashable | None] = []
+        self.last = np.zeros(0, dtype=np.int64)
+        self.free: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def get(self, keys: Sequence[Hashable]) -> np.ndarray:
+        """Rows of ``keys`` without touching or creating them (-1 when absent). Pure."""
+        get = self.index.get
+        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+
+    def _evict(self, need: int, protect: set[int]) -> list[int]:
+        n = max(need, int(self.capacity * self.evict_fraction), 1)
+        live = np.array(sorted(self.index.values()), dtype=np.int64)
+        if protect:
+            live = live[~np.isin(live, np.fromiter(protect, np.int64, len(protect)))]
+        n = min(n, len(live))
+        victims = live[np.argsort(self.last[live], kind="stable")[:n]]
+        for r in victims.tolist():
+            key = self.keys[r]
+            self.keys[r] = None
+            del self.index[key]
+        return victims.tolist()
+
+    def lookup(
+        self, keys: Sequence[Hashable], tick: int, create: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows of ``keys`` (touched at ``tick``), a mask of newly created rows, evicted rows."""
+        rows = self.get(keys)
+        new = rows < 0
+        evicted: list[int] = []
+        if create and new.any():
+            missing = [k for k, n in zip(keys, new.tolist(), strict=True) if n]
+            uniq = list(dict.fromkeys(missing))
+            over = len(self.index) + len(uniq) - self.capacity
+            if over > 0:
+                evicted = self._evict(over, set(rows[~new].tolist()))
+                self.free.extend(evicted)
+            for k in uniq:
+                if self.free:
+                    r = self.free.pop()
+                    self.keys[r] = k
+                else:
+                    r = len(self.keys)
+                    self.keys.append(k)
+                self.index[k] = r
+            if len(self.keys) > len(self.last):
+                grow = max(len(self.keys), 2 * len(self.last), 64) - len(self.last)
+                self.last = np.concatenate([self.last, np.zeros(grow, np.int64)])
+            rows = self.get(keys)
+        ok = rows >= 0
+        self.last[rows[ok]] = tick
+        return rows, new, np.array(evicted, dtype=np.int64)
+
+
+class HyperLogLog:
+    """Approximate distinct count in ``2**p`` one-byte registers (standard error ≈ 1.04/√2^p).
+
+    >>> h = HyperLogLog(p=10)
+    >>> h.add(mix64(np.arange(5000, dtype=np.uint64)))
+    >>> abs(h.count() - 5000) < 300
+    True
+    >>> h2 = HyperLogLog(p=10); h2.add(mix64(np.arange(2500, 7500, dtype=np.uint64)))
+    >>> h.merge(h2); abs(h.count() - 7500) < 450
+    True
+    """
+
+    def __init__(self, p: int = 10) -> None:
+        self.p = p
+        self.registers = np.zeros(1 << p, dtype=np.uint8)
+
+    def add(self, hashes: np.ndarray) -> None:
+        """Add 64-bit hashes (e.g. :func:`mix64` of integer ids)."""
+        h = np.asarray(hashes, dtype=np.uint64)
+        if not len(h):
+            return
+        idx = (h >> np.uint64(64 - self.p)).astype(np.int64)
+        rest = (h << np.uint64(self.p)) | np.uint64(1 << (self.p - 1))
+        # rank = leading zeros of the remaining bits + 1
+        lz = 63 - np.floor(np.log2(rest.astype(np.float64))).astype(np.int64)
+        np.maximum.at(self.registers, idx, (lz + 1).astype(np.uint8))
+
+    def merge(self, other: HyperLogLog) -> None:
+        np.maximum(self.registers, other.registers, out=self.registers)
+
+    def count(self) -> float:
+        m = float(len(self.registers))
+        alpha = 0.7213 / (1.0 + 1.079 / m)
+        est = alpha * m * m / float(np.sum(np.exp2(-self.registers.astype(np.float64))))
+        zeros = int(np.count_nonzero(self.registers == 0))
+        if est <= 2.5 * m and zeros:
+            est = m * np.log(m / zeros)
+        return float(est)
