@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from pipelines.records import DnsBatch, FlowBatch
 from pipelines.simulate import DEFAULT_START, SimConfig, Simulation
+from stream.cli import main
 from stream.decoders import get_decoder
 from stream.decoders.base import Message
 from stream.writers import (
@@ -209,3 +212,145 @@ def test_round_trip_through_the_goflow2_decoder(hour: tuple[FlowBatch, DnsBatch]
     assert np.allclose(
         np.sort(got.flows.ts_start)[: len(flows)].min(), flows.ts_start.min(), atol=1e-6
     )
+
+
+# -- slowburn simulate ---------------------------------------------------------------------------
+def test_simulate_command_writes_zeek_lines_and_truth(tmp_path: Path) -> None:
+    out = tmp_path / "sim.jsonl"
+    argv = [
+        "simulate",
+        "--hosts",
+        "25",
+        "--days",
+        "0.125",
+        "--seed",
+        "3",
+        "--start",
+        "2023-11-13T09:00:00Z",
+    ]
+    assert main([*argv, "--scenario", "admin_share_transfer", "--out", str(out)]) == 0
+    lines = out.read_bytes().splitlines()
+    truth = json.loads((tmp_path / "sim.jsonl.truth.json").read_text())
+    assert truth["format"] == "zeek-json" and truth["span"]["packets_or_records"] == len(lines)
+    assert (
+        truth["span"]["start"] == "2023-11-13T09:00:00.000Z"
+        and truth["sources"][0]["config"]["seed"] == 3
+    )
+    (inc,) = truth["incidents"]
+    assert inc["kind"] == "lateral_movement" and "admin_share_transfer: moved" in truth["notes"]
+    got = get_decoder("zeek-json").decode([Message(v, str(out), i) for i, v in enumerate(lines)])
+    assert not got.dead and len(got.flows) > 1000 and len(got.dns) > 100
+    assert all(set(json.loads(v)) <= {"conn", "dns"} for v in lines[:200])
+    ts = [json.loads(v).popitem()[1]["ts"] for v in lines]
+    assert ts == sorted(ts)  # conn and dns interleaved in time order
+    smb = (
+        (got.flows.src == inc["src"]) & (got.flows.dst == inc["dst"]) & (got.flows.dst_port == 445)
+    )
+    assert got.flows.bytes_out[smb].sum() > 2e6
+
+
+def test_simulate_command_goflow2_writes_dns_beside(tmp_path: Path) -> None:
+    out = tmp_path / "gf.jsonl"
+    assert (
+        main(
+            [
+                "simulate",
+                "--hosts",
+                "20",
+                "--days",
+                "0.05",
+                "--format",
+                "goflow2-json",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    flows = get_decoder("goflow2-json").decode([Message(v) for v in out.read_bytes().splitlines()])
+    dns = get_decoder("zeek-json").decode(
+        [Message(v) for v in (tmp_path / "gf.jsonl.dns.jsonl").read_bytes().splitlines()]
+    )
+    assert not flows.dead and not dns.dead and len(flows.flows) > 0 and len(dns.dns) > 0
+    assert json.loads((tmp_path / "gf.jsonl.truth.json").read_text())["format"] == "goflow2-json"
+
+
+def test_simulate_command_rejects_bad_input(tmp_path: Path) -> None:
+    out = str(tmp_path / "x.jsonl")
+    assert (
+        main(["simulate", "--hosts", "20", "--days", "0.05", "--scenario", "nope", "--out", out])
+        == 2
+    )
+    assert (
+        main(["simulate", "--hosts", "20", "--days", "0.05", "--start", "yesterday", "--out", out])
+        == 2
+    )
+
+
+def test_simulate_command_produces_to_kafka_keyed_by_host(
+    kafka: Any, topic_name: str, tmp_path: Path
+) -> None:
+    from kafka import KafkaConsumer
+
+    kafka.create_topic(topic_name, partitions=3)
+    truth = tmp_path / "t.json"
+    argv = [
+        "simulate",
+        "--hosts",
+        "20",
+        "--days",
+        "0.05",
+        "--topic",
+        topic_name,
+        "--bootstrap-servers",
+        kafka.bootstrap,
+    ]
+    assert main([*argv, "--truth", str(truth)]) == 0
+    expected = json.loads(truth.read_text())["span"]["packets_or_records"]
+    consumer = KafkaConsumer(
+        topic_name,
+        bootstrap_servers=kafka.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    try:
+        msgs = list(consumer)
+    finally:
+        consumer.close()
+    assert len(msgs) == expected > 500
+    partition_of: dict[bytes, set[int]] = {}
+    for m in msgs:
+        partition_of.setdefault(m.key, set()).add(m.partition)
+        rec = json.loads(m.value)
+        body = rec.get("conn") or rec["dns"]
+        assert m.key.decode() in (body["id.orig_h"], body["id.resp_h"])
+        assert m.key.startswith(b"10.")
+    assert (
+        all(len(p) == 1 for p in partition_of.values())
+        and len({p for s in partition_of.values() for p in s}) > 1
+    )
+
+
+def test_simulate_command_rate_limit_paces_output(tmp_path: Path) -> None:
+    import time
+
+    out = tmp_path / "rl.jsonl"
+    began = time.monotonic()
+    assert (
+        main(
+            [
+                "simulate",
+                "--hosts",
+                "20",
+                "--days",
+                "0.05",
+                "--rate-limit",
+                "2000",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    flows = sum(1 for v in out.read_bytes().splitlines() if v.startswith(b'{"conn"'))
+    assert time.monotonic() - began >= 0.9 * flows / 2000 > 0.3
