@@ -137,3 +137,12 @@ def test_goflow2_pb_keeps_records_before_a_cut() -> None:
     r = Goflow2ProtobufDecoder().decode([Message(_pb() + _pb()[:-2])])
     assert len(r.flows) == 1 and [d.reason for d in r.dead] == ["truncated"]
     assert np.all(r.flows.bytes_out == 256800)
+
+
+def test_goflow2_pb_address_with_wrong_wire_type() -> None:
+    bad = encode_flow({"src_addr": bytes(4)}) + b""
+    body = bytes(
+        [6 << 3 | 0, 0x05, 7 << 3 | 2, 4, 1, 2, 3, 4]
+    )  # src_addr as a varint (found by fuzzing)
+    r = Goflow2ProtobufDecoder().decode([Message(bytes([len(body)]) + body), Message(bad)])
+    assert [d.reason for d in r.dead] == ["schema", "schema"]

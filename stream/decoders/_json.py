@@ -52,6 +52,7 @@ __all__ = [
     "finish_flows",
     "finite",
     "parse_ts",
+    "parse_ts_many",
     "proto_number",
     "proto_numbers",
     "typed_decode",
@@ -119,14 +120,37 @@ _ORIGIN = attrgetter("origin")
 _OFFSET = attrgetter("offset")
 
 
+def _ipv4(value: str) -> bool:
+    parts = value.split(".")
+    if len(parts) != 4:
+        return False
+    for p in parts:
+        if (
+            not (p.isascii() and p.isdigit())
+            or len(p) > 3
+            or (len(p) > 1 and p[0] == "0")
+            or int(p) > 255
+        ):
+            return False
+    return True
+
+
 def canon_ip(value: Any) -> str | None:
     """Canonical interned spelling of an IP address, or None if ``value`` is not one."""
-    got = _IP_CACHE.get(value, False) if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    got = _IP_CACHE.get(value, False)
     if got is not False:
         return got  # type: ignore[return-value]
-    try:
-        text: str | None = sys.intern(str(ipaddress.ip_address(value.split("%", 1)[0])))
-    except ValueError:
+    text: str | None
+    if _ipv4(value):
+        text = sys.intern(value)
+    elif ":" in value:
+        try:
+            text = sys.intern(str(ipaddress.ip_address(value.split("%", 1)[0])))
+        except ValueError:
+            text = None
+    else:
         text = None
     if len(_IP_CACHE) > 1_000_000:
         _IP_CACHE.clear()
@@ -153,6 +177,42 @@ def parse_ts(value: Any) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
+
+
+_UTC_SUFFIXES = ("+0000", "+00:00", "Z")
+
+
+def parse_ts_many(values: Sequence[Any]) -> np.ndarray:
+    """:func:`parse_ts` over a column, vectorised (numpy datetime64) for UTC ISO strings.
+
+    >>> parse_ts_many(["2024-02-13T14:34:40.856120+0000", "2024-02-13 14:34:41"]).tolist()
+    [1707834880.85612, 1707834881.0]
+    >>> parse_ts_many([1.5, "2024-02-13T14:34:41+0100", None]).tolist()
+    [1.5, 1707831281.0, nan]
+    """
+    if not values:
+        return np.zeros(0, dtype=np.float64)
+    kinds = set(map(type, values))
+    if kinds <= {float, int}:
+        return np.asarray(values, dtype=np.float64)
+    if kinds == {str}:
+        n = len(values)
+        joined = "\x00".join(values)
+        for suffix in _UTC_SUFFIXES:
+            if suffix in joined and joined.count(suffix) == n:
+                joined = joined.replace(suffix, "")
+        if "+" not in joined and "Z" not in joined and joined.count("-") == 2 * n:
+            plain = joined.split("\x00")
+            try:
+                us = np.asarray(plain, dtype="datetime64[us]")
+            except ValueError:
+                pass
+            else:
+                out = us.astype(np.int64) / 1e6
+                out[np.isnat(us)] = np.nan
+                if len(plain) == n and not ((out < 0) | (out > 7.3e9)).any():
+                    return out
+    return np.asarray([parse_ts(v) for v in values], dtype=np.float64)
 
 
 def finite(x: float) -> bool:
@@ -266,9 +326,18 @@ def column(recs: list[Any], attr: str) -> list[Any]:
 
 def canon_ips(values: list[Any]) -> list[str | None]:
     """:func:`canon_ip` over a column, at dict-lookup speed once addresses are cached."""
+    cache = _IP_CACHE
     try:
-        return list(map(_IP_CACHE.__getitem__, values))
-    except (KeyError, TypeError):
+        return list(map(cache.__getitem__, values))
+    except KeyError:
+        pass
+    except TypeError:
+        return [canon_ip(v) for v in values]
+    for v in {v for v in values if v not in cache}:
+        canon_ip(v)
+    try:
+        return list(map(cache.__getitem__, values))
+    except (KeyError, TypeError):  # the cache was cleared while filling it
         return [canon_ip(v) for v in values]
 
 

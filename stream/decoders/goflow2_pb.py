@@ -109,6 +109,8 @@ def _parse_flow(buf: bytes, pos: int, end: int) -> dict[int, Any]:
         num, wire = key >> 3, key & 7
         if num == 0:
             raise _Bad("schema", "field number 0")
+        if num in _ADDR_FIELDS and wire != 2:
+            raise _Bad("schema", f"address field {num} with wire type {wire}")
         if wire == 0:
             val, pos = _varint(buf, pos, end)
             out[num] = val

@@ -35,7 +35,7 @@ from stream.decoders._json import (
     Rate,
     column,
     finish_flows,
-    parse_ts,
+    parse_ts_many,
     typed_decode,
 )
 from stream.decoders.base import DeadLetter, Decoder, DecodeResult, Message
@@ -65,10 +65,23 @@ class _Rec(msgspec.Struct, gc=False):
     writer_id: str = ""
 
 
-def _flags(value: Any) -> int:
+_FLAGS: dict[Any, int] = {}
+
+
+def _flag(value: Any) -> int:
     if isinstance(value, str):
-        value = int(value) if value.isdigit() else 0
+        value = int(value) if value.isascii() and value.isdigit() and len(value) < 6 else 0
     return value if isinstance(value, int) and 0 <= value <= 0xFFFF else 0
+
+
+def _flags(values: list[Any]) -> list[int]:
+    try:
+        return list(map(_FLAGS.__getitem__, values))
+    except (KeyError, TypeError):
+        out = [_flag(v) for v in values]
+        if len(_FLAGS) < 70_000:
+            _FLAGS.update(zip(values, out, strict=True))
+        return out
 
 
 class PmacctDecoder(Decoder):
@@ -96,6 +109,14 @@ class PmacctDecoder(Decoder):
     def decode(self, messages: Sequence[Message]) -> DecodeResult:
         out = DecodeResult()
         recs, ok, out.dead = typed_decode(self._dec, messages, self.name)
+        if (
+            None not in column(recs, "ip_src")
+            and None not in column(recs, "ip_dst")
+            and None not in column(recs, "timestamp_start")
+        ):
+            if recs:  # the common case: every record has hosts and a flow time
+                out.flows = finish_flows(self._columns(recs), ok, self.name, out.dead)
+            return out
         keep: list[Any] = []
         keep_m: list[Message] = []
         for r, m in zip(recs, ok, strict=True):
@@ -125,24 +146,27 @@ class PmacctDecoder(Decoder):
 
     @staticmethod
     def _columns(recs: list[Any]) -> dict[str, Any]:
-        start = [
-            parse_ts(
+        start = parse_ts_many(
+            [
                 r.timestamp_start
                 if r.timestamp_start is not None
                 else r.stamp_inserted
                 if r.stamp_inserted is not None
                 else r.timestamp_arrival
-            )
+                for r in recs
+            ]
+        )
+        end_raw = [
+            r.timestamp_end
+            if r.timestamp_end is not None
+            else r.stamp_updated
+            if r.timestamp_start is None
+            else None
             for r in recs
         ]
-        end = [
-            parse_ts(r.timestamp_end)
-            if r.timestamp_end is not None
-            else parse_ts(r.stamp_updated)
-            if r.timestamp_start is None and r.stamp_updated is not None
-            else s
-            for r, s in zip(recs, start, strict=True)
-        ]
+        end = parse_ts_many([e if e is not None else "" for e in end_raw])
+        if None in end_raw:
+            end = np.where([e is None for e in end_raw], start, end)
         rate = np.maximum(np.asarray(column(recs, "sampling_rate"), dtype=np.int64), 1)
         return {
             "ts_start": start,
@@ -154,7 +178,7 @@ class PmacctDecoder(Decoder):
             "proto": column(recs, "ip_proto"),
             "bytes_out": np.asarray(column(recs, "bytes"), dtype=np.int64) * rate,
             "pkts_out": np.asarray(column(recs, "packets"), dtype=np.int64) * rate,
-            "tcp_flags": [_flags(f) for f in column(recs, "tcp_flags")],
+            "tcp_flags": _flags(column(recs, "tcp_flags")),
             "sensor": [r.peer_ip_src or r.writer_id for r in recs],
             "sampling_rate": rate,
         }

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import msgspec
+import numpy as np
 
 from stream.decoders._json import (
     Counter,
@@ -34,6 +35,7 @@ from stream.decoders._json import (
     finish_dns,
     finish_flows,
     parse_ts,
+    parse_ts_many,
     typed_decode,
 )
 from stream.decoders.base import DeadLetter, Decoder, DecodeResult, Message
@@ -245,13 +247,17 @@ class SuricataDecoder(Decoder):
             in_b = in_p = [0] * n
             service = [r.app_proto or "" for r in recs]
             state = [""] * n
-        start = [
-            parse_ts(b.start if b.start is not None else r.timestamp)
-            for b, r in zip(body, recs, strict=True)
-        ]
-        end = [
-            parse_ts(b.end) if b.end is not None else s for b, s in zip(body, start, strict=True)
-        ]
+        start_raw = column(body, "start")
+        if None in start_raw:
+            start_raw = [
+                b.start if b.start is not None else r.timestamp
+                for b, r in zip(body, recs, strict=True)
+            ]
+        start = parse_ts_many(start_raw)
+        end_raw = column(body, "end")
+        end = parse_ts_many([e if e is not None else "" for e in end_raw])
+        if None in end_raw:
+            end = np.where([e is None for e in end_raw], start, end)
         return {
             "ts_start": start,
             "ts_end": end,
@@ -292,9 +298,13 @@ class SuricataDecoder(Decoder):
         base = [ts, src, dst, sport, dport, r.proto or 17]
         flow_key: Any = r.flow_id or tuple(sorted([(src, sport), (dst, dport)]))
         if d.type in ("query", "request"):
+            dup = 0
             for q in qs:
                 key = (flow_key, d.id, q.rrname.lower())
-                if key not in self.pending and len(self.pending) >= self.max_pending:
+                if key in self.pending:  # a retransmission: keep the first request
+                    dup = 1
+                    continue
+                if len(self.pending) >= self.max_pending:
                     rows.append(self._unanswered(self.pending.pop(next(iter(self.pending)))))
                 self.pending[key] = [
                     *base,
@@ -304,7 +314,7 @@ class SuricataDecoder(Decoder):
                     m.origin,
                     m.offset,
                 ]
-            return 0 if qs else 1
+            return 1 if dup or not qs else 0
         if d.type not in ("answer", "response"):
             return 1
         answers = _answer_values(d)

@@ -39,7 +39,7 @@ from stream.decoders._json import (
     column,
     finish_dns,
     finish_flows,
-    parse_ts,
+    parse_ts_many,
     typed_decode,
 )
 from stream.decoders.base import MAX_MESSAGE_BYTES, DeadLetter, Decoder, DecodeResult, Message
@@ -143,11 +143,7 @@ class _ZeekRows:
 
     @staticmethod
     def _ts(recs: list[Any]) -> list[float]:
-        ts = column(recs, "ts")
-        try:
-            return [float(t) for t in ts]
-        except (TypeError, ValueError):
-            return [parse_ts(t) for t in ts]
+        return parse_ts_many(column(recs, "ts")).tolist()  # type: ignore[no-any-return]
 
     @staticmethod
     def _sensor(recs: list[Any]) -> list[str]:
