@@ -55,7 +55,11 @@ def entropy_bits(strings: list[str]) -> np.ndarray:
 
 
 def query_features(
-    names: np.ndarray, splitter: DomainSplitter, min_len: int = 24, min_label: int = 20, min_entropy: float = 3.2
+    names: np.ndarray,
+    splitter: DomainSplitter,
+    min_len: int = 24,
+    min_label: int = 20,
+    min_entropy: float = 3.2,
 ) -> dict[str, Any]:
     """Feature columns of ``names`` (see module docstring)."""
     split = [splitter.split(str(q)) for q in names.tolist()]
@@ -64,11 +68,21 @@ def query_features(
     reg[:] = [r for _, r in split]
     flat = [s.replace(".", "") for s in subs]
     sub_len = np.fromiter((len(s) for s in flat), dtype=np.int64, count=len(flat))
-    max_label = np.fromiter((max((len(x) for x in s.split(".")), default=0) for s in subs), dtype=np.int64,
-                            count=len(subs))
+    max_label = np.fromiter(
+        (max((len(x) for x in s.split(".")), default=0) for s in subs),
+        dtype=np.int64,
+        count=len(subs),
+    )
     ip_like = np.fromiter((bool(_IP_LIKE.match(s)) for s in subs), dtype=bool, count=len(subs))
     ip_like |= np.isin(reg, ("in-addr.arpa", "ip6.arpa"))
     ent = entropy_bits(flat)
     encoded = ~ip_like & (ent >= min_entropy) & ((sub_len >= min_len) | (max_label >= min_label))
-    return {"reg": reg, "sub": subs, "sub_len": sub_len, "max_label": max_label, "entropy": ent,
-            "ip_like": ip_like, "encoded": encoded}
+    return {
+        "reg": reg,
+        "sub": subs,
+        "sub_len": sub_len,
+        "max_label": max_label,
+        "entropy": ent,
+        "ip_like": ip_like,
+        "encoded": encoded,
+    }

@@ -27,15 +27,34 @@ import numpy as np
 
 __all__ = ["PairTable"]
 
-_COUNTERS = ("n", "failed", "fill", "head")
-_FLOATS = ("out", "inb", "first", "last", "emitted")
+_COUNTERS = ("n", "failed", "fill", "head", "scored")
+_FLOATS = ("out", "inb", "first", "last", "emitted", "scored_at")
 
 
 class PairTable:
     """Key → row index with per-row connection rings (see module docstring)."""
 
-    def __init__(self, ring: int = 128, max_pairs: int = 20_000, protect_n: int = 12,
-                 protect_s: float = 3600.0) -> None:
+    ts: np.ndarray
+    sz: np.ndarray
+    n: np.ndarray
+    failed: np.ndarray
+    fill: np.ndarray
+    head: np.ndarray
+    scored: np.ndarray
+    out: np.ndarray
+    inb: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    emitted: np.ndarray
+    scored_at: np.ndarray
+
+    def __init__(
+        self,
+        ring: int = 128,
+        max_pairs: int = 20_000,
+        protect_n: int = 12,
+        protect_s: float = 3600.0,
+    ) -> None:
         self.ring = ring
         self.max_pairs = max_pairs
         self.protect_n = protect_n
@@ -48,7 +67,7 @@ class PairTable:
         self._alloc(0)
 
     def _alloc(self, cap: int) -> None:
-        old = getattr(self, "ts", None)
+        old = self.__dict__.get("ts")
         n_old = 0 if old is None else len(old)
         ts = np.zeros((cap, self.ring), dtype=np.float64)
         sz = np.zeros((cap, self.ring), dtype=np.float32)
@@ -74,7 +93,11 @@ class PairTable:
 
     def nbytes(self) -> int:
         """Bytes held by the numpy state (all allocated rows)."""
-        return int(self.ts.nbytes + self.sz.nbytes + sum(getattr(self, n).nbytes for n in _COUNTERS + _FLOATS))
+        return int(
+            self.ts.nbytes
+            + self.sz.nbytes
+            + sum(getattr(self, n).nbytes for n in _COUNTERS + _FLOATS)
+        )
 
     def row_bytes(self) -> int:
         """Bytes of numpy state per row."""
@@ -121,7 +144,9 @@ class PairTable:
             need = len(new) - len(self.free)
         if need > 0:
             busy = set(out[~missing].tolist())
-            used = np.array([k is not None and i not in busy for i, k in enumerate(self.keys)], dtype=bool)
+            used = np.array(
+                [k is not None and i not in busy for i, k in enumerate(self.keys)], dtype=bool
+            )
             cand = np.flatnonzero(used)
             prio = self.last[cand] + np.where(self.n[cand] >= self.protect_n, self.protect_s, 0.0)
             victims = cand[np.argsort(prio, kind="stable")[:need]]
@@ -140,8 +165,15 @@ class PairTable:
             self._reset(np.array(fresh, dtype=np.int64), now)
         return np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
-    def append(self, rows: np.ndarray, ts: np.ndarray, size: np.ndarray, out: np.ndarray, inb: np.ndarray,
-               failed: np.ndarray) -> None:
+    def append(
+        self,
+        rows: np.ndarray,
+        ts: np.ndarray,
+        size: np.ndarray,
+        out: np.ndarray,
+        inb: np.ndarray,
+        failed: np.ndarray,
+    ) -> None:
         """Append connections to their rows' rings (rows ``-1`` are ignored); vectorised."""
         ok = rows >= 0
         if not ok.all():
@@ -167,6 +199,28 @@ class PairTable:
         np.add.at(self.out, rows, out[orig].astype(np.float64))
         np.add.at(self.inb, rows, inb[orig].astype(np.float64))
         np.maximum.at(self.last, rows, ts)
+
+    def dispersion(self, rows: np.ndarray, merge_gap: float) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised pre-filter over many rows: (gaps counted, MAD/median of the gaps).
+
+        Gaps shorter than ``merge_gap`` (bursts) are ignored, as in :func:`merge_bursts`.
+        """
+        if len(rows) == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        t = self.ts[rows].copy()
+        t[np.arange(self.ring)[None, :] >= self.fill[rows][:, None]] = np.nan
+        t.sort(axis=1)
+        d = np.diff(t, axis=1)
+        d[~(d >= merge_gap)] = np.nan
+        count = np.sum(~np.isnan(d), axis=1)
+        ok = count >= 2
+        ratio = np.full(len(rows), np.inf)
+        if ok.any():
+            dd = d[ok]
+            med = np.nanmedian(dd, axis=1)
+            mad = np.nanmedian(np.abs(dd - med[:, None]), axis=1)
+            ratio[ok] = mad / np.maximum(med, 1e-9)
+        return count, ratio
 
     def series(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """The row's ring as time-sorted ``(start times, sizes)``."""

@@ -45,18 +45,27 @@ import numpy as np
 __all__ = ["bowley_madm", "merge_bursts", "regularity"]
 
 
+def _quantile(xs: np.ndarray, q: float) -> float:
+    """Linear-interpolated quantile of a sorted array (numpy's default method)."""
+    pos = q * (len(xs) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
+
+
 def bowley_madm(x: np.ndarray) -> tuple[float, float, float]:
     """``(1 - |Bowley skew|, 1 - MAD/median, median)`` of ``x`` (scores clipped to [0, 1]).
 
     >>> bowley_madm(np.array([10.0, 10, 10, 10]))
     (1.0, 1.0, 10.0)
     """
-    q1, q2, q3 = (float(v) for v in np.percentile(x, [25, 50, 75]))
+    xs = np.sort(x)
+    q1, q2, q3 = _quantile(xs, 0.25), _quantile(xs, 0.5), _quantile(xs, 0.75)
     iqr = q3 - q1
     skew = 0.0 if iqr <= 1e-9 * max(abs(q2), 1.0) else (q1 + q3 - 2 * q2) / iqr
     if q2 <= 0:
         return 1.0 - min(1.0, abs(skew)), 0.0, q2
-    mad = float(np.median(np.abs(x - q2)))
+    mad = _quantile(np.sort(np.abs(xs - q2)), 0.5)
     return 1.0 - min(1.0, abs(skew)), 1.0 - min(1.0, mad / q2), q2
 
 
@@ -75,11 +84,21 @@ def merge_bursts(ts: np.ndarray, sizes: np.ndarray, gap: float) -> tuple[np.ndar
     return ts[starts], np.add.reduceat(sizes, starts)
 
 
-def _interval_scores(iat: np.ndarray, max_missed: float, max_fold: int, fold_min: int) -> dict[str, Any]:
+def _interval_scores(
+    iat: np.ndarray, max_missed: float, max_fold: int, fold_min: int
+) -> dict[str, Any]:
     skew, madm, period = bowley_madm(iat)
     if period <= 0:
-        return {"skew": skew, "madm": madm, "period": period, "missed": 0.0, "outages": 0, "folded": False,
-                "cv": 1.0, "gap_time": 0.0}
+        return {
+            "skew": skew,
+            "madm": madm,
+            "period": period,
+            "missed": 0.0,
+            "outages": 0,
+            "folded": False,
+            "cv": 1.0,
+            "gap_time": 0.0,
+        }
     k = np.maximum(1.0, np.round(iat / period))
     outage = k > max_fold
     used = iat[~outage] if int((~outage).sum()) >= 2 else iat
@@ -95,8 +114,16 @@ def _interval_scores(iat: np.ndarray, max_missed: float, max_fold: int, fold_min
             skew, madm, period = bowley_madm(f)
             cv, folded = f_cv, True
     gap_time = float(iat[outage].sum())
-    return {"skew": skew, "madm": madm, "period": period, "missed": missed, "outages": int(outage.sum()),
-            "folded": folded, "cv": cv, "gap_time": gap_time}
+    return {
+        "skew": skew,
+        "madm": madm,
+        "period": period,
+        "missed": missed,
+        "outages": int(outage.sum()),
+        "folded": folded,
+        "cv": cv,
+        "gap_time": gap_time,
+    }
 
 
 def _histogram_scores(ts: np.ndarray) -> tuple[float, float, int]:
@@ -105,7 +132,8 @@ def _histogram_scores(ts: np.ndarray) -> tuple[float, float, int]:
     span = float(ts[-1] - ts[0])
     if span <= 0:
         return 0.0, 0.0, bins
-    counts = np.histogram(ts, bins=bins, range=(float(ts[0]), float(ts[-1])))[0]
+    pos = np.minimum(((ts - ts[0]) * (bins / span)).astype(np.int64), bins - 1)
+    counts = np.bincount(pos, minlength=bins)
     mean = counts.mean()
     cv_score = 1.0 - min(1.0, float(counts.std() / mean)) if mean > 0 else 0.0
     nz = counts[counts > 0]
@@ -138,7 +166,9 @@ def regularity(
     Returns the sub-scores, the final ``score``, the period estimate (median gap of the
     folded series, seconds) and the jitter (MAD/median of the gaps).
     """
-    t, s = merge_bursts(np.asarray(ts, dtype=np.float64), np.asarray(sizes, dtype=np.float64), merge_gap)
+    t, s = merge_bursts(
+        np.asarray(ts, dtype=np.float64), np.asarray(sizes, dtype=np.float64), merge_gap
+    )
     n = len(t)
     out: dict[str, Any] = {"checkins": n, "score": 0.0, "period": 0.0}
     if n < 3:
@@ -146,7 +176,7 @@ def regularity(
     iat = np.diff(t)
     iv = _interval_scores(iat, max_missed, max_fold, fold_min)
     half = len(iat) // 2
-    p1, p2 = float(np.median(iat[:half])), float(np.median(iat[half:]))
+    p1, p2 = _quantile(np.sort(iat[:half]), 0.5), _quantile(np.sort(iat[half:]), 0.5)
     halves = min(p1, p2) / max(p1, p2) if max(p1, p2) > 0 else 0.0
     skew, madm, period, missed, cv = iv["skew"], iv["madm"], iv["period"], iv["missed"], iv["cv"]
     cv_score = max(0.0, 1.0 - cv)

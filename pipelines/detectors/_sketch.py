@@ -25,8 +25,12 @@ __all__ = ["HyperLogLog", "hash64", "hll_estimate", "hll_update"]
 
 def hash64(values: Iterable[str]) -> np.ndarray:
     """Stable unsigned 64-bit hashes of strings."""
-    out = [int.from_bytes(hashlib.blake2b(v.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
-           for v in values]
+    out = [
+        int.from_bytes(
+            hashlib.blake2b(v.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
+        )
+        for v in values
+    ]
     return np.array(out, dtype=np.uint64)
 
 
@@ -56,7 +60,9 @@ def hll_estimate(registers: np.ndarray) -> np.ndarray:
     """Cardinality estimates of each row of a 2-D register array (with small-range correction)."""
     regs = np.atleast_2d(registers).astype(np.float64)
     m = regs.shape[1]
-    alpha = 0.673 if m == 16 else 0.697 if m == 32 else 0.709 if m == 64 else 0.7213 / (1 + 1.079 / m)
+    alpha = (
+        0.673 if m == 16 else 0.697 if m == 32 else 0.709 if m == 64 else 0.7213 / (1 + 1.079 / m)
+    )
     raw = alpha * m * m / np.sum(np.exp2(-regs), axis=1)
     zeros = np.sum(regs == 0, axis=1)
     with np.errstate(divide="ignore"):

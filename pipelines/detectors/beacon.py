@@ -61,8 +61,31 @@ log = logging.getLogger(__name__)
 WEB_PORTS = frozenset({80, 443, 8000, 8080, 8443, 8888})
 TLS_PORTS = frozenset({443, 8443, 993, 995, 465, 636, 853, 5061, 5986})
 STANDARD_PORTS = frozenset(
-    {20, 21, 22, 23, 25, 53, 80, 110, 123, 143, 389, 443, 465, 587, 636, 853, 993, 995, 3389, 5060, 5061,
-     8080, 8443}
+    {
+        20,
+        21,
+        22,
+        23,
+        25,
+        53,
+        80,
+        110,
+        123,
+        143,
+        389,
+        443,
+        465,
+        587,
+        636,
+        853,
+        993,
+        995,
+        3389,
+        5060,
+        5061,
+        8080,
+        8443,
+    }
 )
 FAILED_STATES = np.array(["S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"], dtype=object)
 
@@ -73,7 +96,9 @@ def _networks(values: Any, key: str) -> list[Any]:
         try:
             out.append(ipaddress.ip_network(str(v), strict=False))
         except ValueError:
-            raise ConfigError(f"detectors.beacon.{key}: {v!r} is not an IP address or CIDR") from None
+            raise ConfigError(
+                f"detectors.beacon.{key}: {v!r} is not an IP address or CIDR"
+            ) from None
     return out
 
 
@@ -108,8 +133,13 @@ class BeaconDetector(Detector):
         prevalence_free: int = 3,
         prevalence_full: int = 10,
         prevalence_horizon: float = 7 * 86_400.0,
+        prevalence_score: float = 0.6,
         reemit_seconds: float = 3600.0,
-        max_scored: int = 5000,
+        max_scored: int = 2000,
+        prefilter_madm: float = 0.45,
+        rescore_growth: float = 1.25,
+        rescore_seconds: float = 3600.0,
+        ignore_ports: tuple[int, ...] = (123,),
         upload_bytes: float = 5e6,
         track_domains: bool = True,
         name_map_size: int = 50_000,
@@ -130,8 +160,13 @@ class BeaconDetector(Detector):
         self.prevalence_free = prevalence_free
         self.prevalence_full = prevalence_full
         self.prevalence_horizon = prevalence_horizon
+        self.prevalence_score = prevalence_score
         self.reemit_seconds = reemit_seconds
         self.max_scored = max_scored
+        self.prefilter_madm = prefilter_madm
+        self.rescore_growth = rescore_growth
+        self.rescore_seconds = rescore_seconds
+        self.ignore_ports = tuple(ignore_ports)
         self.upload_bytes = upload_bytes
         self.track_domains = track_domains
         self.name_map_size = name_map_size
@@ -173,11 +208,22 @@ class BeaconDetector(Detector):
             self._learn_names(dns)
         if not len(flows):
             return
-        m = flows.src_inside & ~flows.dst_inside & np.isin(flows.proto, (6, 17)) & (flows.dst_port >= 0)
+        m = (
+            flows.src_inside
+            & ~flows.dst_inside
+            & np.isin(flows.proto, (6, 17))
+            & (flows.dst_port >= 0)
+        )
+        if self.ignore_ports:
+            m &= ~np.isin(flows.dst_port, self.ignore_ports)
         if not m.any():
             return
         idx = np.flatnonzero(m)
-        src, dst, port = flows.src[idx].tolist(), flows.dst[idx].tolist(), flows.dst_port[idx].tolist()
+        src, dst, port = (
+            flows.src[idx].tolist(),
+            flows.dst[idx].tolist(),
+            flows.dst_port[idx].tolist(),
+        )
         keys: list[Any] = list(zip(src, dst, port, strict=True))
         sel = idx
         if self.track_domains and self.names:
@@ -190,7 +236,9 @@ class BeaconDetector(Detector):
         ts = flows.ts_start[sel]
         out = flows.bytes_out[sel].astype(np.float64)
         inb = flows.bytes_in[sel].astype(np.float64)
-        failed = np.isin(flows.conn_state[sel], FAILED_STATES) | (flows.bidirectional[sel] & (flows.pkts_in[sel] == 0))
+        failed = np.isin(flows.conn_state[sel], FAILED_STATES) | (
+            flows.bidirectional[sel] & (flows.pkts_in[sel] == 0)
+        )
         self.pairs.append(rows, ts, out + inb, out, inb, failed)
         n_ip = len(idx)
         for j in np.flatnonzero(rows >= 0).tolist():
@@ -217,23 +265,50 @@ class BeaconDetector(Detector):
                     del self.domain_ips[r]
         dirty = [r for r in self.dirty if t.keys[r] is not None and t.fill[r] >= self.min_checkins]
         self.dirty = set()
+        if dirty:
+            d = np.array(dirty, dtype=np.int64)
+            due = (t.n[d] >= t.scored[d] * self.rescore_growth) | (
+                t.scored_at[d] <= window.end - self.rescore_seconds
+            )
+            dirty = d[due].tolist()
         positions, self.positions = self.positions, {}
-        if len(dirty) > self.max_scored:
-            dirty = sorted(dirty, key=lambda r: (-int(t.n[r]), r))[: self.max_scored]
+        rows = np.array(sorted(dirty), dtype=np.int64)
+        count, ratio = t.dispersion(rows, self.merge_gap)
+        rows = rows[(count >= self.min_checkins - 1) & (ratio <= self.prefilter_madm)]
+        if len(rows) > self.max_scored:
+            rows = np.sort(rows[np.argsort(-t.n[rows], kind="stable")[: self.max_scored]])
+        t.scored[rows] = t.n[rows]
+        t.scored_at[rows] = window.end
         pairs = []
-        for r in sorted(dirty):
+        for r in rows.tolist():
             ts, sz = t.series(r)
-            reg = regularity(ts, sz, merge_gap=self.merge_gap, max_missed=self.max_missed, fold_min=self.fold_min)
+            reg = regularity(
+                ts, sz, merge_gap=self.merge_gap, max_missed=self.max_missed, fold_min=self.fold_min
+            )
             if reg["checkins"] < self.min_checkins:
                 continue
             src, target, port = t.keys[r]  # type: ignore[misc]
-            pairs.append({
-                "row": r, "src": src, "target": target, "port": int(port), "reg": reg,
-                "domain_ips": tuple(self.domain_ips.get(r, ())), "n": int(t.n[r]), "failed": int(t.failed[r]),
-                "bytes_out": float(t.out[r]), "bytes_in": float(t.inb[r]), "first": float(ts[0]),
-                "last": float(ts[-1]), "emitted": float(t.emitted[r]), "positions": tuple(positions.get(r, ())),
-                "name": self.names.get(target, ("", ""))[0] if r not in self.domain_ips else target,
-            })
+            pairs.append(
+                {
+                    "row": r,
+                    "src": src,
+                    "target": target,
+                    "port": int(port),
+                    "reg": reg,
+                    "domain_ips": tuple(self.domain_ips.get(r, ())),
+                    "n": int(t.n[r]),
+                    "failed": int(t.failed[r]),
+                    "bytes_out": float(t.out[r]),
+                    "bytes_in": float(t.inb[r]),
+                    "first": float(ts[0]),
+                    "last": float(ts[-1]),
+                    "emitted": float(t.emitted[r]),
+                    "positions": tuple(positions.get(r, ())),
+                    "name": self.names.get(target, ("", ""))[0]
+                    if r not in self.domain_ips
+                    else target,
+                }
+            )
         return {"window": window, "pairs": pairs}
 
     def _periodic(self, reg: dict[str, Any]) -> bool:
@@ -242,10 +317,22 @@ class BeaconDetector(Detector):
         cv_max = self.cv_max_long if reg["checkins"] >= 32 else self.cv_max
         return bool(reg["ts_cv"] <= cv_max and reg["halves"] >= 2 / 3)
 
-    def _same_schedule(self, known: dict[str, tuple[float, float]], src: str, period: float, now: float) -> set[str]:
+    def _loosely_periodic(self, reg: dict[str, Any]) -> bool:
+        return bool(
+            reg["checkins"] >= self.min_checkins
+            and reg["score"] >= self.prevalence_score
+            and reg["ts_cv"] <= 0.6
+        )
+
+    def _same_schedule(
+        self, known: dict[str, tuple[float, float]], src: str, period: float, now: float
+    ) -> set[str]:
         return {
-            s for s, (p, seen) in known.items()
-            if s != src and seen >= now - self.prevalence_horizon and max(p, period) <= 1.4 * min(p, period)
+            s
+            for s, (p, seen) in known.items()
+            if s != src
+            and seen >= now - self.prevalence_horizon
+            and max(p, period) <= 1.4 * min(p, period)
         }
 
     def score(self, features: dict[str, Any]) -> list[Finding]:
@@ -253,7 +340,9 @@ class BeaconDetector(Detector):
         now = window.end
         periodic = [p for p in features["pairs"] if self._periodic(p["reg"])]
         current: dict[tuple[str, int], dict[str, tuple[float, float]]] = {}
-        for p in periodic:
+        for p in features["pairs"]:
+            if not self._loosely_periodic(p["reg"]):
+                continue
             current.setdefault((p["target"], p["port"]), {})[p["src"]] = (p["reg"]["period"], now)
         findings = []
         for p in periodic:
@@ -307,7 +396,13 @@ class BeaconDetector(Detector):
         if is_domain:
             where += f" via {len(dsts)} addresses"
         span = reg["span"]
-        span_txt = f"{span / 3600:.1f} h" if span >= 7200 else f"{span / 60:.1f} min" if span >= 120 else f"{span:.0f} s"
+        span_txt = (
+            f"{span / 3600:.1f} h"
+            if span >= 7200
+            else f"{span / 60:.1f} min"
+            if span >= 120
+            else f"{span:.0f} s"
+        )
         what = "failed connection attempts" if storm else "check-ins"
         prev = "no other internal host" if others == 0 else f"{others} other internal host(s)"
         sentence = (
@@ -318,42 +413,123 @@ class BeaconDetector(Detector):
         )
         z_cv = (1.0 - reg["ts_cv"]) * np.sqrt(max(1, n - 1))
         evidence = [
-            Evidence("period", period, 0.0, 0.0, "s", "median inter-arrival (folded over missed check-ins)"),
-            Evidence("interval_cv", reg["ts_cv"], 1.0, float(z_cv), "ratio", "random (Poisson) arrivals"),
-            Evidence("interval_score", reg["ts_score"], 0.5, 0.0, "score", "Bowley skew, MAD/median, CV of gaps"),
-            Evidence("size_score", reg["ds_score"], 0.5, 0.0, "score", "Bowley skew, MAD/median of bytes"),
-            Evidence("histogram_score", reg["hist_score"], 0.5, 0.0, "score", "span histogram CV / two-mode fit"),
-            Evidence("coverage_score", reg["dur_score"], 0.5, 0.0, "score", "span without outages, active hours"),
-            Evidence("same_schedule_hosts", float(others), float(self.prevalence_free), 0.0, "hosts",
-                     "prevalence discount starts above this many other hosts"),
+            Evidence(
+                "period",
+                period,
+                0.0,
+                0.0,
+                "s",
+                "median inter-arrival (folded over missed check-ins)",
+            ),
+            Evidence(
+                "interval_cv", reg["ts_cv"], 1.0, float(z_cv), "ratio", "random (Poisson) arrivals"
+            ),
+            Evidence(
+                "interval_score",
+                reg["ts_score"],
+                0.5,
+                0.0,
+                "score",
+                "Bowley skew, MAD/median, CV of gaps",
+            ),
+            Evidence(
+                "size_score", reg["ds_score"], 0.5, 0.0, "score", "Bowley skew, MAD/median of bytes"
+            ),
+            Evidence(
+                "histogram_score",
+                reg["hist_score"],
+                0.5,
+                0.0,
+                "score",
+                "span histogram CV / two-mode fit",
+            ),
+            Evidence(
+                "coverage_score",
+                reg["dur_score"],
+                0.5,
+                0.0,
+                "score",
+                "span without outages, active hours",
+            ),
+            Evidence(
+                "same_schedule_hosts",
+                float(others),
+                float(self.prevalence_free),
+                0.0,
+                "hosts",
+                "prevalence discount starts above this many other hosts",
+            ),
         ]
         severity = 2 if storm else (4 if (final >= 0.9 and n >= 48) or upload else 3)
-        confidence = int(round(100 * final * (0.5 + 0.5 * min(1.0, n / 48))))
+        confidence = round(100 * final * (0.5 + 0.5 * min(1.0, n / 48)))
         facts = {
-            "period_s": round(period, 3), "jitter": round(reg["jitter"], 3), "checkins": n,
-            "connections": p["n"], "failed_fraction": round(failed_frac, 3),
-            "bytes_out": p["bytes_out"], "bytes_in": p["bytes_in"], "span_s": round(span, 1),
-            "score": round(final, 3), "raw_score": round(reg["score"], 3), "prevalence_discount": round(discount, 3),
-            "same_schedule_hosts": others, "missed_fraction": round(reg["missed"], 3),
-            "outages": reg["outages"], "folded": reg["folded"],
-            "sub_scores": {k: round(float(reg[k]), 3) for k in (
-                "ts_score", "ts_skew", "ts_madm", "ts_cv", "ds_score", "ds_skew", "ds_madm", "hist_score",
-                "hist_cv", "hist_bimodal", "dur_score", "coverage", "consistency", "halves")},
-            "size_median": round(reg["size_median"], 1), "name": p["name"],
+            "period_s": round(period, 3),
+            "jitter": round(reg["jitter"], 3),
+            "checkins": n,
+            "connections": p["n"],
+            "failed_fraction": round(failed_frac, 3),
+            "bytes_out": p["bytes_out"],
+            "bytes_in": p["bytes_in"],
+            "span_s": round(span, 1),
+            "score": round(final, 3),
+            "raw_score": round(reg["score"], 3),
+            "prevalence_discount": round(discount, 3),
+            "same_schedule_hosts": others,
+            "missed_fraction": round(reg["missed"], 3),
+            "outages": reg["outages"],
+            "folded": reg["folded"],
+            "sub_scores": {
+                k: round(float(reg[k]), 3)
+                for k in (
+                    "ts_score",
+                    "ts_skew",
+                    "ts_madm",
+                    "ts_cv",
+                    "ds_score",
+                    "ds_skew",
+                    "ds_madm",
+                    "hist_score",
+                    "hist_cv",
+                    "hist_bimodal",
+                    "dur_score",
+                    "coverage",
+                    "consistency",
+                    "halves",
+                )
+            },
+            "size_median": round(reg["size_median"], 1),
+            "name": p["name"],
         }
         title = ("Periodic failed connections" if storm else "Beaconing") + f" to {where}"
         return Finding(
-            detector=self.name, kind=self.kind, entity=p["src"], episode=f"{p['target']}:{port}",
-            start=p["first"], end=p["last"], score=float(min(1.0, final)), severity_id=severity,
-            confidence=min(100, confidence), attacks=tuple(attacks), title=title, sentence=sentence,
-            evidence=evidence, facts=facts, src=p["src"], dst=tuple(dsts), dst_ports=(port,), domain=dom,
-            direction="outbound", count=p["n"], positions=p["positions"], analytic="Statistical",
+            detector=self.name,
+            kind=self.kind,
+            entity=p["src"],
+            episode=f"{p['target']}:{port}",
+            start=p["first"],
+            end=p["last"],
+            score=float(min(1.0, final)),
+            severity_id=severity,
+            confidence=min(100, confidence),
+            attacks=tuple(attacks),
+            title=title,
+            sentence=sentence,
+            evidence=evidence,
+            facts=facts,
+            src=p["src"],
+            dst=tuple(dsts),
+            dst_ports=(port,),
+            domain=dom,
+            direction="outbound",
+            count=p["n"],
+            positions=p["positions"],
+            analytic="Statistical",
         )
 
     def learn(self, features: dict[str, Any], findings: list[Finding]) -> None:
         now = features["window"].end
         for p in features["pairs"]:
-            if not self._periodic(p["reg"]):
+            if not self._loosely_periodic(p["reg"]):
                 continue
             known = self.prevalence.pop((p["target"], p["port"]), None) or {}
             known[p["src"]] = (p["reg"]["period"], now)
@@ -374,7 +550,11 @@ class BeaconDetector(Detector):
 
     def state_bytes(self) -> int:
         """Approximate bytes of state (numpy tables + name map + prevalence)."""
-        return self.pairs.nbytes() + 120 * len(self.names) + 200 * sum(len(v) for v in self.prevalence.values())
+        return (
+            self.pairs.nbytes()
+            + 120 * len(self.names)
+            + 200 * sum(len(v) for v in self.prevalence.values())
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

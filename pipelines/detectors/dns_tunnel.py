@@ -1,0 +1,507 @@
+"""DNS tunnelling and slow DNS exfiltration per (querying host, registered domain).
+
+The entity is the host that sends the query (``DnsBatch.src``), whether it is a client
+or a forwarding resolver, and whatever the resolver's address: DNS rows are used
+regardless of ``dst_inside``. Names are split with the Public Suffix List snapshot
+(:mod:`pipelines.domains`, no network); address lookups (DNSBL ``4.3.2.1.zen...``, PTR)
+are never counted as encoded data.
+
+Per window and pair: queries, unique sub-domains (exact, capped set of hashes),
+unique *encoded-looking* names (long, high-entropy labels), unique names of unusual
+record types (TXT, NULL, CNAME, MX, KEY, ANY, private ≥ 256), NXDOMAIN ratio, mean name
+length / entropy, bytes encoded in names, and A/AAAA answers not followed by a
+connection from the same host to the answer within ``follow_seconds``. Per tracked
+pair: a HyperLogLog of encoded names in the current clock hour and a 48-hour ring of
+hourly encoded-name counts.
+
+Triggers (any one fires; ``ratio`` = observed / threshold):
+
+* burst tunnel: ``burst_encoded`` unique encoded names in one window, or
+  ``burst_unusual`` unique unusual-type names forming ≥ half of the pair's queries;
+* hourly volume: ``hour_encoded`` unique encoded names in the current clock hour;
+* slow exfiltration: ``slow_hours`` of the last 48 hours with ≥ ``slow_hour_min`` unique
+  encoded names each (a few hundred queries an hour for days).
+
+``score = min(1, 0.55 + 0.15·log2(max ratio) + 0.3·shape)`` with ``shape`` the larger of
+the encoded and unusual-type shares of unique names.
+
+>>> import numpy as np
+>>> from pipelines.records import DnsBatch
+>>> names = [f"{i:04d}{'k7q2xz9w4m' * 3}.t.example.org" for i in range(40)]
+>>> d = DnsBatch.from_columns({"ts": np.arange(40.0), "src": ["10.0.0.9"] * 40, "dst": ["10.0.0.53"] * 40,
+...                            "query": names, "qtype": [16] * 40, "rcode": [0] * 40})
+>>> det = DnsTunnelDetector()
+>>> det.ingest(FlowBatch.empty(), d, Window(0, 0.0, 300.0))
+>>> [(f.kind, f.entity, f.domain) for f in det.process_window(Window(0, 0.0, 300.0))]
+[('dns_tunnel', '10.0.0.9', 'example.org')]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pipelines.detectors._dnsfeatures import UNUSUAL_QTYPES, query_features
+from pipelines.detectors._sketch import hash64, hll_estimate, hll_update
+from pipelines.detectors.base import Detector, Evidence, Finding, Window
+from pipelines.domains import DomainSplitter
+from pipelines.records import DnsBatch, FlowBatch
+from pipelines.sketches import factorize
+
+__all__ = ["DnsTunnelDetector"]
+
+_HLL_P = 7
+_RING = 48
+
+
+def _new_acc() -> dict[str, Any]:
+    return {
+        "q": 0,
+        "uniq": set(),
+        "enc": set(),
+        "unusual": set(),
+        "nx": 0,
+        "len": 0.0,
+        "ent": 0.0,
+        "enc_bytes": 0,
+        "answered": 0,
+        "first": math.inf,
+        "last": -math.inf,
+        "examples": [],
+        "positions": [],
+        "qtypes": {},
+    }
+
+
+def _new_state(hour: int) -> dict[str, Any]:
+    return {
+        "hour": hour,
+        "hll": np.zeros((1, 1 << _HLL_P), dtype=np.uint8),
+        "hour_bytes": 0,
+        "stamp": np.full(_RING, -1, dtype=np.int64),
+        "enc_h": np.zeros(_RING, dtype=np.int32),
+        "last": -math.inf,
+        "first": math.inf,
+        "emitted": -math.inf,
+        "emitted_ratio": 0.0,
+    }
+
+
+class DnsTunnelDetector(Detector):
+    """Tunnels and slow exfiltration over DNS names; see module docstring."""
+
+    name: ClassVar[str] = "dns_tunnel"
+    kind: ClassVar[str] = "dns_tunnel"
+
+    def __init__(
+        self,
+        burst_encoded: int = 20,
+        burst_unusual: int = 20,
+        hour_encoded: int = 100,
+        slow_hour_min: int = 20,
+        slow_hours: int = 6,
+        min_len: int = 24,
+        min_label: int = 20,
+        min_entropy: float = 3.2,
+        follow_seconds: float = 60.0,
+        max_pairs: int = 50_000,
+        max_window_pairs: int = 100_000,
+        set_cap: int = 4096,
+        idle_evict: float = 2 * 86_400.0,
+        reemit_seconds: float = 3600.0,
+        max_pending: int = 100_000,
+        include_private_suffixes: bool = True,
+        allow_hosts: tuple[str, ...] = (),
+        allow_domains: tuple[str, ...] = (),
+    ) -> None:
+        self.burst_encoded = burst_encoded
+        self.burst_unusual = burst_unusual
+        self.hour_encoded = hour_encoded
+        self.slow_hour_min = slow_hour_min
+        self.slow_hours = slow_hours
+        self.min_len = min_len
+        self.min_label = min_label
+        self.min_entropy = min_entropy
+        self.follow_seconds = follow_seconds
+        self.max_pairs = max_pairs
+        self.max_window_pairs = max_window_pairs
+        self.set_cap = set_cap
+        self.idle_evict = idle_evict
+        self.reemit_seconds = reemit_seconds
+        self.max_pending = max_pending
+        self.include_private_suffixes = include_private_suffixes
+        self.allow_hosts = tuple(allow_hosts)
+        self.allow_domains = tuple(d.lower().strip(".") for d in allow_domains)
+        self.splitter = DomainSplitter(include_private=include_private_suffixes)
+        self.acc: dict[tuple[str, str], dict[str, Any]] = {}
+        self.state: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pending: dict[tuple[str, str], tuple[float, str]] = {}
+        self.dropped = 0
+        self.last_evict = -math.inf
+
+    # ------------------------------------------------------------------ ingest
+    def ingest(self, flows: FlowBatch, dns: DnsBatch, window: Window) -> None:
+        if len(flows) and self.pending:
+            pend = self.pending
+            for key in set(zip(flows.src.tolist(), flows.dst.tolist(), strict=True)):
+                pend.pop(key, None)
+        if len(dns):
+            self._ingest_dns(dns)
+
+    def _ingest_dns(self, dns: DnsBatch) -> None:
+        f = query_features(dns.query, self.splitter, self.min_len, self.min_label, self.min_entropy)
+        ok = (
+            (f["reg"] != "")
+            & np.array([bool(s) for s in f["sub"]], dtype=bool)
+            & ~np.isin(f["reg"], ("in-addr.arpa", "ip6.arpa"))
+        )
+        self._pending_lookups(dns, f["reg"])
+        if not ok.any():
+            return
+        idx = np.flatnonzero(ok)
+        src = dns.src[idx]
+        reg = f["reg"][idx]
+        codes, _uniq = factorize(
+            np.array(
+                [f"{s}|{r}" for s, r in zip(src.tolist(), reg.tolist(), strict=True)], dtype=object
+            )
+        )
+        order = np.argsort(codes, kind="stable")
+        bounds = np.flatnonzero(np.diff(codes[order])) + 1
+        names = dns.query[idx]
+        hashes = hash64([str(q) for q in names.tolist()])
+        unusual = np.isin(dns.qtype[idx], UNUSUAL_QTYPES) | (dns.qtype[idx] >= 256)
+        enc = f["encoded"][idx]
+        ts = dns.ts[idx]
+        for group in np.split(order, bounds):
+            i0 = int(group[0])
+            key = (str(src[i0]), str(reg[i0]))
+            acc = self.acc.get(key)
+            if acc is None:
+                if len(self.acc) >= self.max_window_pairs:
+                    self.dropped += len(group)
+                    continue
+                acc = self.acc[key] = _new_acc()
+            self._accumulate(acc, group, idx, dns, f, hashes, unusual, enc, ts)
+            if enc[group].any() or unusual[group].any():
+                self._track(key, group, hashes, enc, ts, f["sub_len"][idx])
+
+    def _accumulate(
+        self,
+        acc: dict[str, Any],
+        g: np.ndarray,
+        idx: np.ndarray,
+        dns: DnsBatch,
+        f: dict[str, Any],
+        hashes: np.ndarray,
+        unusual: np.ndarray,
+        enc: np.ndarray,
+        ts: np.ndarray,
+    ) -> None:
+        rows = idx[g]
+        acc["q"] += len(g)
+        cap = self.set_cap
+        h = hashes[g].tolist()
+        for target, mask in (
+            (acc["uniq"], None),
+            (acc["enc"], enc[g]),
+            (acc["unusual"], unusual[g]),
+        ):
+            vals = h if mask is None else [x for x, m in zip(h, mask.tolist(), strict=True) if m]
+            if len(target) < cap:
+                target.update(vals[: cap - len(target)])
+        new_enc = enc[g]
+        acc["enc_bytes"] += int(f["sub_len"][rows][new_enc].sum())
+        acc["nx"] += int((dns.rcode[rows] == 3).sum())
+        acc["len"] += float(f["sub_len"][rows].sum())
+        acc["ent"] += float(f["entropy"][rows].sum())
+        acc["answered"] += int(
+            ((dns.answers[rows] != "") & np.isin(dns.qtype[rows], (1, 28))).sum()
+        )
+        acc["first"] = min(acc["first"], float(ts[g].min()))
+        acc["last"] = max(acc["last"], float(ts[g].max()))
+        qt = acc["qtypes"]
+        for t_, c in zip(*np.unique(dns.qtype[rows], return_counts=True), strict=True):
+            if len(qt) < 16 or int(t_) in qt:
+                qt[int(t_)] = qt.get(int(t_), 0) + int(c)
+        if len(acc["examples"]) < 5:
+            pick = rows[np.argsort(~(new_enc | unusual[g]), kind="stable")][
+                : 5 - len(acc["examples"])
+            ]
+            for r in pick.tolist():
+                q = str(dns.query[r])
+                acc["examples"].append(q if len(q) <= 60 else q[:57] + "...")
+        if len(acc["positions"]) < 8:
+            for r in rows[: 8 - len(acc["positions"])].tolist():
+                acc["positions"].append((str(dns.origin[r]), int(dns.offset[r])))
+
+    def _track(
+        self,
+        key: tuple[str, str],
+        g: np.ndarray,
+        hashes: np.ndarray,
+        enc: np.ndarray,
+        ts: np.ndarray,
+        sub_len: np.ndarray,
+    ) -> None:
+        hour = int(float(ts[g].max()) // 3600)
+        st = self.state.get(key)
+        if st is None:
+            if len(self.state) >= self.max_pairs:
+                victim = min(self.state, key=lambda k: self.state[k]["last"])
+                del self.state[victim]
+            st = self.state[key] = _new_state(hour)
+        if hour > st["hour"]:
+            slot = st["hour"] % _RING
+            st["stamp"][slot] = st["hour"]
+            st["enc_h"][slot] = round(float(hll_estimate(st["hll"])[0]))
+            st["hll"][:] = 0
+            st["hour_bytes"] = 0
+            st["hour"] = hour
+        e = g[enc[g]]
+        if len(e):
+            hll_update(st["hll"], np.zeros(len(e), dtype=np.int64), hashes[e], _HLL_P)
+            st["hour_bytes"] += int(sub_len[e].sum())
+        st["last"] = max(st["last"], float(ts[g].max()))
+        st["first"] = min(st["first"], float(ts[g].min()))
+
+    def _pending_lookups(self, dns: DnsBatch, reg: np.ndarray) -> None:
+        m = (dns.answers != "") & np.isin(dns.qtype, (1, 28)) & (dns.rcode <= 0)
+        if not m.any():
+            return
+        pend = self.pending
+        for s, a, t, r in zip(
+            dns.src[m].tolist(),
+            dns.answers[m].tolist(),
+            dns.ts[m].tolist(),
+            reg[m].tolist(),
+            strict=True,
+        ):
+            first = str(a).split(",", 1)[0].strip()
+            if first:
+                pend[(s, first)] = (t, r)
+        while len(pend) > self.max_pending:
+            pend.pop(next(iter(pend)))
+
+    # ------------------------------------------------------------------ close / score / learn
+    def close(self, window: Window) -> dict[str, Any]:
+        noconn: dict[tuple[str, str], int] = {}
+        if self.pending:
+            cutoff = window.end - self.follow_seconds
+            expired = [k for k, (t, _r) in self.pending.items() if t < cutoff]
+            for k in expired:
+                _t, r = self.pending.pop(k)
+                noconn[(k[0], r)] = noconn.get((k[0], r), 0) + 1
+        if window.end - self.last_evict >= 3600.0:
+            self.last_evict = window.end
+            old = [k for k, st in self.state.items() if st["last"] < window.end - self.idle_evict]
+            for k in old:
+                del self.state[k]
+        acc, self.acc = self.acc, {}
+        pairs = []
+        now_h = int(window.end // 3600)
+        for key in sorted(acc):
+            a = acc[key]
+            st = self.state.get(key)
+            hour_enc, persist, hour_bytes = 0, 0, 0
+            if st is not None:
+                hour_enc = (
+                    round(float(hll_estimate(st["hll"])[0])) if st["hour"] >= now_h - 1 else 0
+                )
+                recent = (st["stamp"] >= now_h - _RING) & (st["stamp"] != st["hour"])
+                persist = int(((st["enc_h"] >= self.slow_hour_min) & recent).sum()) + int(
+                    hour_enc >= self.slow_hour_min
+                )
+                hour_bytes = int(st["hour_bytes"])
+            n_uniq = len(a["uniq"])
+            pairs.append(
+                {
+                    "src": key[0],
+                    "domain": key[1],
+                    "q": a["q"],
+                    "uniq": n_uniq,
+                    "enc": len(a["enc"]),
+                    "unusual": len(a["unusual"]),
+                    "nx": a["nx"],
+                    "mean_len": a["len"] / max(1, a["q"]),
+                    "mean_ent": a["ent"] / max(1, a["q"]),
+                    "enc_bytes": a["enc_bytes"],
+                    "answered": a["answered"],
+                    "noconn": noconn.get(key, 0),
+                    "first": a["first"],
+                    "last": a["last"],
+                    "examples": a["examples"],
+                    "positions": tuple(a["positions"]),
+                    "qtypes": dict(sorted(a["qtypes"].items())),
+                    "hour_enc": hour_enc,
+                    "hour_bytes": hour_bytes,
+                    "persist": persist,
+                    "emitted": st["emitted"] if st is not None else -math.inf,
+                    "emitted_ratio": st["emitted_ratio"] if st is not None else 0.0,
+                    "first_seen": st["first"] if st is not None else a["first"],
+                }
+            )
+        return {"window": window, "pairs": pairs}
+
+    def _ratios(self, p: dict[str, Any]) -> dict[str, float]:
+        unusual_share = p["unusual"] / max(1, p["uniq"])
+        burst_unusual = (
+            p["unusual"] / self.burst_unusual if p["unusual"] >= 0.5 * p["uniq"] else 0.0
+        )
+        return {
+            "burst_encoded": p["enc"] / self.burst_encoded,
+            "burst_unusual": burst_unusual
+            if p["uniq"] >= 0.5 * p["q"] or unusual_share >= 0.9
+            else 0.0,
+            "hour_encoded": p["hour_enc"] / self.hour_encoded,
+            "slow": p["persist"] / self.slow_hours,
+        }
+
+    def _allowed(self, p: dict[str, Any]) -> bool:
+        if p["src"] in self.allow_hosts:
+            return True
+        d = p["domain"]
+        return any(d == x or d.endswith("." + x) for x in self.allow_domains)
+
+    def score(self, features: dict[str, Any]) -> list[Finding]:
+        now = features["window"].end
+        findings = []
+        for p in features["pairs"]:
+            ratios = self._ratios(p)
+            top = max(ratios, key=lambda k: ratios[k])
+            ratio = ratios[top]
+            if ratio < 1.0 or self._allowed(p):
+                continue
+            if p["emitted"] > now - self.reemit_seconds and ratio < 2 * p["emitted_ratio"]:
+                continue
+            findings.append(self._finding(p, ratios, top, now))
+        return findings
+
+    def _finding(
+        self, p: dict[str, Any], ratios: dict[str, float], top: str, now: float
+    ) -> Finding:
+        ratio = ratios[top]
+        shape = max(p["enc"], p["unusual"]) / max(1, p["uniq"])
+        score = min(1.0, 0.55 + 0.15 * math.log2(ratio) + 0.3 * shape)
+        slow = top == "slow"
+        nx_ratio = p["nx"] / max(1, p["q"])
+        noconn_ratio = min(1.0, p["noconn"] / max(1, p["answered"])) if p["answered"] else 0.0
+        qtypes = ", ".join(f"{k}:{v}" for k, v in p["qtypes"].items())
+        examples = ", ".join(p["examples"][:3])
+        what = "slow DNS exfiltration" if slow else "DNS tunnel"
+        span = max(0.0, p["last"] - p["first"])
+        sentence = (
+            f"{p['src']} sent {p['q']} queries for {p['uniq']} unique names under {p['domain']} in {span:.0f} s "
+            f"({p['enc']} encoded-looking, {p['unusual']} of unusual record types [{qtypes}], mean sub-domain "
+            f"{p['mean_len']:.0f} chars at {p['mean_ent']:.1f} bits/char, {p['enc_bytes']} B encoded in names; "
+            f"{p['hour_enc']} encoded names this hour, {p['persist']} busy hours in 48 h), e.g. {examples}."
+        )
+        evidence = [
+            Evidence("unique_subdomains", float(p["uniq"]), 1.0, 0.0, "names", "per window"),
+            Evidence(
+                "encoded_names",
+                float(p["enc"]),
+                float(self.burst_encoded),
+                0.0,
+                "names",
+                "burst threshold per window",
+            ),
+            Evidence(
+                "unusual_qtype_names",
+                float(p["unusual"]),
+                float(self.burst_unusual),
+                0.0,
+                "names",
+                "TXT/NULL/CNAME/MX/KEY/ANY/private per window",
+            ),
+            Evidence("name_length", p["mean_len"], 10.0, 0.0, "chars", "typical sub-domain"),
+            Evidence("name_entropy", p["mean_ent"], 2.5, 0.0, "bits/char", "typical host names"),
+            Evidence("encoded_bytes", float(p["enc_bytes"]), 0.0, 0.0, "bytes", "per window"),
+            Evidence(
+                "hour_encoded_names",
+                float(p["hour_enc"]),
+                float(self.hour_encoded),
+                0.0,
+                "names",
+                "hourly threshold (HyperLogLog estimate)",
+            ),
+            Evidence(
+                "busy_hours_48h",
+                float(p["persist"]),
+                float(self.slow_hours),
+                0.0,
+                "hours",
+                f"hours with >= {self.slow_hour_min} encoded names",
+            ),
+            Evidence("nxdomain_ratio", nx_ratio, 0.05, 0.0, "ratio", "typical"),
+            Evidence(
+                "no_connection_ratio",
+                noconn_ratio,
+                0.2,
+                0.0,
+                "ratio",
+                "A/AAAA answers never connected to",
+            ),
+        ]
+        attacks = ("T1071.004", "T1572", "T1048.003") if not slow else ("T1071.004", "T1048.003")
+        severity = 4 if score >= 0.85 else 3
+        return Finding(
+            detector=self.name,
+            kind=self.kind,
+            entity=p["src"],
+            episode=p["domain"],
+            start=p["first"],
+            end=p["last"],
+            score=float(score),
+            severity_id=severity,
+            confidence=round(100 * score),
+            attacks=attacks,
+            title=f"{what[0].upper() + what[1:]} via {p['domain']}",
+            sentence=sentence,
+            evidence=evidence,
+            facts={
+                "trigger": top,
+                "ratios": {k: round(v, 3) for k, v in ratios.items()},
+                "queries": p["q"],
+                "unique_names": p["uniq"],
+                "encoded_names": p["enc"],
+                "unusual_names": p["unusual"],
+                "encoded_bytes": p["enc_bytes"],
+                "hour_encoded_names": p["hour_enc"],
+                "hour_encoded_bytes": p["hour_bytes"],
+                "busy_hours_48h": p["persist"],
+                "nxdomain": p["nx"],
+                "answered": p["answered"],
+                "no_connection": p["noconn"],
+                "qtypes": p["qtypes"],
+                "examples": list(p["examples"]),
+                "score": round(score, 3),
+            },
+            src=p["src"],
+            dst=(),
+            dst_ports=(53,),
+            domain=p["domain"],
+            direction="outbound",
+            count=p["q"],
+            positions=p["positions"],
+            analytic="Statistical",
+        )
+
+    def learn(self, features: dict[str, Any], findings: list[Finding]) -> None:
+        now = features["window"].end
+        for f in findings:
+            st = self.state.get((f.entity, f.domain))
+            if st is not None:
+                st["emitted"] = now
+                st["emitted_ratio"] = max(f.facts["ratios"].values())
+
+    # ------------------------------------------------------------------ introspection
+    def entities(self) -> int:
+        return len(self.state)
+
+    def state_bytes(self) -> int:
+        """Approximate bytes of long-lived state (tracked pairs + pending lookups)."""
+        per_pair = (1 << _HLL_P) + _RING * 12 + 400
+        return len(self.state) * per_pair + 150 * len(self.pending)
