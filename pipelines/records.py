@@ -188,8 +188,8 @@ class _Batch:
     def __len__(self) -> int:
         return len(getattr(self, self.TIME))
 
-    def take(self, index: np.ndarray) -> Self:
-        """Rows selected by a boolean mask or an integer index array."""
+    def take(self, index: np.ndarray | slice) -> Self:
+        """Rows selected by a boolean mask, an integer index array or a slice (views)."""
         return type(self)(**{name: getattr(self, name)[index] for name in self.FIELDS})
 
     def sorted_by_time(self) -> Self:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from stream.decoders.base import MAX_MESSAGE_BYTES, DeadLetter, DecodeResult, Decoder, Message
+from stream.decoders.base import MAX_MESSAGE_BYTES, DeadLetter, Decoder, DecodeResult, Message
 from stream.exceptions import StreamError
 
 __all__ = [
@@ -36,6 +36,7 @@ FORMATS: dict[str, str] = {
     "netflow": "stream.decoders.netflow:NetflowDecoder",
     "summary": "stream.decoders.summaries:SummaryDecoder",
     "pcap": "stream.decoders.pcap:PcapDecoder",
+    "canonical": "stream.decoders.canonical:CanonicalDecoder",
     "auto": "stream.decoders.auto:AutoDecoder",
 }
 
@@ -44,7 +45,9 @@ def decoder_class(name: str) -> type[Decoder]:
     try:
         target = FORMATS[name]
     except KeyError:
-        raise StreamError(f"unknown input format {name!r}; known: {', '.join(sorted(FORMATS))}") from None
+        raise StreamError(
+            f"unknown input format {name!r}; known: {', '.join(sorted(FORMATS))}"
+        ) from None
     module, _, cls = target.partition(":")
     return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
 

@@ -20,14 +20,26 @@ every message it cannot decode becomes a :class:`DeadLetter` with a bounded ``re
 
 from __future__ import annotations
 
+import copyreg
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import msgspec
+
 from pipelines.records import DnsBatch, FlowBatch
 
 __all__ = ["MAX_MESSAGE_BYTES", "DeadLetter", "DecodeResult", "Decoder", "Message"]
+
+
+def _reduce_json_decoder(d: msgspec.json.Decoder) -> tuple[object, tuple[object, ...]]:  # type: ignore[type-arg]
+    return msgspec.json.Decoder, (d.type,)
+
+
+# Decoders are checkpointed with the engine state (NetFlow templates, held data, open
+# flows): make the typed msgspec decoders they hold picklable, rebuilt from their type.
+copyreg.pickle(msgspec.json.Decoder, _reduce_json_decoder)  # type: ignore[arg-type]
 
 #: Messages larger than this are dead-lettered as ``oversized`` before any parsing.
 MAX_MESSAGE_BYTES = 1 << 20

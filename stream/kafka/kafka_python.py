@@ -22,7 +22,7 @@ from kafka import (
     TopicPartition,
 )
 from kafka.admin import NewTopic
-from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyPartitionAssignor
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
@@ -93,7 +93,7 @@ class KPConsumer(ConsumerClient):
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            partition_assignment_strategy=[CooperativeStickyPartitionAssignor],
+            partition_assignment_strategy=[CooperativeStickyAssignor],
             session_timeout_ms=int(session_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3000, session_timeout_s * 1000 / 3)),
             max_poll_interval_ms=int(max_poll_interval_s * 1000),
@@ -254,9 +254,12 @@ class KPAdmin(AdminClient):
             ) from exc
 
     def partitions(self, name: str) -> int:
-        md = self._a.describe_topics([name])
+        try:
+            md = self._a.describe_topics([name])
+        except KafkaError:
+            return 0
         for t in md:
-            if t.get("topic") == name and not t.get("error_code"):
+            if t.get("name", t.get("topic")) == name and not t.get("error_code"):
                 return len(t.get("partitions") or [])
         return 0
 
