@@ -107,7 +107,7 @@ def test_flow_records_are_canonical_and_realistic(
     for b, p in ((f.bytes_out, f.pkts_out), (f.bytes_in, f.pkts_in)):
         has = p > 0
         ratio = b[has] / p[has]
-        assert ratio.min() >= 28 and ratio.max() <= 1500
+        assert ratio.min() >= 60 and ratio.max() <= 1500
     assert (f.pkts_out > 0).all()
     states, counts = np.unique(f.conn_state.astype(str), return_counts=True)
     share = dict(zip(states.tolist(), (counts / counts.sum()).tolist(), strict=True))
@@ -199,7 +199,7 @@ def test_shared_confounders_reach_many_hosts(full: tuple[Simulation, FlowBatch, 
     n = net.n_internal
     telemetry = net.addrs[int(net.telemetry[0])]
     tel = f.dst == telemetry
-    assert len(set(f.src[tel].tolist())) == n  # every host, periodic
+    assert len(set(f.src[tel].tolist())) == n - len(net.prn)  # every host but printers, periodic
     t = np.sort(f.ts_start[tel & (f.src == net.hosts[0].ip)])
     assert abs(np.median(np.diff(t)) - 900.0) < 10.0
     update = {net.addrs[i] for i in net.update.tolist()}

@@ -150,7 +150,9 @@ def dns_noise(s: Slot) -> None:
     """Lookups not followed by a connection: internal names, SRV, PTR, prefetch, NXDOMAIN."""
     net, rng = s.net, s.rng
     hosts = np.arange(net.n_internal, dtype=np.int32)
-    h, t = s.poisson(hosts, (3.0 + 18.0 * s.act) * s.powered)
+    rate = (3.0 + 18.0 * s.act) * s.powered
+    rate[net.prn] = 0.5  # printers resolve little
+    h, t = s.poisson(hosts, rate)
     n = len(h)
     names = net.internal_names
     k = rng.integers(0, len(names), n)
@@ -181,14 +183,14 @@ def dns_noise(s: Slot) -> None:
 
 
 def telemetry(s: Slot) -> None:
-    """OS telemetry every 15 min and EDR check-ins every 5 min from every powered host."""
+    """OS telemetry every 15 min and EDR check-ins every 5 min from every powered host (not printers)."""
     net, rng = s.net, s.rng
-    hosts = np.arange(net.n_internal, dtype=np.int32)
+    hosts = np.flatnonzero(net.role != 4).astype(np.int32)  # printers run no OS agents
     for col, period, dst, out_med, in_med, jit in (
         (0, 900.0, net.telemetry, 2500, 600, 4.0),
         (1, 300.0, net.edr, 1100, 450, 1.5),
     ):
-        h, t = s.periodic(hosts, period, net.phase[:, col], jit)
+        h, t = s.periodic(hosts, period, net.phase[hosts, col], jit)
         n = len(h)
         pout = lognormal(rng, out_med, 0.35, n)
         pin = lognormal(rng, in_med, 0.25, n)
