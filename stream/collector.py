@@ -240,7 +240,26 @@ class Collector:
             if msgs:
                 last = time.monotonic()
                 self._handle(msgs)
+        self._drain(origin)
         self._handle([])
+
+    def _drain(self, origin: str) -> None:
+        """Decode what is already queued in the socket buffer when stopping."""
+        assert self.sock is not None
+        while True:
+            msgs: list[Message] = []
+            while len(msgs) < self.batch:
+                try:
+                    data, addr = self.sock.recvfrom(65535)
+                except (BlockingIOError, InterruptedError):
+                    break
+                msgs.append(
+                    Message(data, origin, self.received, key=addr[0].encode(), peer=addr[0])
+                )
+                self.received += 1
+            if not msgs:
+                return
+            self._handle(msgs)
 
     def _handle(self, msgs: list[Message]) -> None:
         if self.mode == "raw":
