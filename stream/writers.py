@@ -225,33 +225,35 @@ def encode_zeek_dns_json(dns: DnsBatch, *, tagged: bool = False) -> list[bytes]:
         .tolist()
     )
     cols = zip(
-        dns.ts.tolist(), uids, dns.src.tolist(), dns.src_port.tolist(), dns.dst.tolist(),
-        dns.dst_port.tolist(), dns.proto.tolist(), trans, dns.query.tolist(), dns.qtype.tolist(),
-        dns.rcode.tolist(), dns.answers.tolist(),
+        dns.ts.tolist(), uids, _escaped(dns.src.tolist()), dns.src_port.tolist(),
+        _escaped(dns.dst.tolist()), dns.dst_port.tolist(), dns.proto.tolist(), trans,
+        _escaped(dns.query.tolist()), dns.qtype.tolist(), dns.rcode.tolist(), _escaped(dns.answers.tolist()),
         strict=True,
     )  # fmt: skip
-    dumps = orjson.dumps
+    pre, post = ('{"dns":', "}") if tagged else ("", "")
     out: list[bytes] = []
     for ts, uid, sh, sp, dh, dp, pr, tid, q, qt, rc, ans in cols:
-        rec: dict[str, Any] = {
-            "ts": ts, "uid": uid, "id.orig_h": sh, "id.orig_p": max(sp, 0), "id.resp_h": dh,
-            "id.resp_p": max(dp, 0), "proto": _ZPROTO.get(pr, "udp"), "trans_id": tid,
-        }  # fmt: skip
+        qname = _QTYPES.get(qt) or f"unknown-{qt}"
         if rc >= 0:
-            rec["rtt"] = 0.0125
-        rec["query"] = q
-        rec["qclass"] = 1
-        rec["qclass_name"] = "C_INTERNET"
-        rec["qtype"] = qt
-        rec["qtype_name"] = _QTYPES.get(qt, f"unknown-{qt}")
-        if rc >= 0:
-            rec["rcode"] = rc
-            rec["rcode_name"] = _RCODES.get(rc, f"unknown-{rc}")
-        rec.update(AA=False, TC=False, RD=True, RA=rc >= 0, Z=0)
+            rname = _RCODES.get(rc) or f"unknown-{rc}"
+            resp = '"rtt":0.0125,'
+            code = f',"rcode":{rc},"rcode_name":"{rname}"'
+            ra = "true"
+        else:
+            resp = code = ""
+            ra = "false"
         if ans:
             values = ans.split(",")
-            rec["answers"] = values
-            rec["TTLs"] = [300.0] * len(values)
-        rec["rejected"] = False
-        out.append(dumps({"dns": rec} if tagged else rec))
+            joined = '","'.join(values)
+            ttls = ",".join(["300.0"] * len(values))
+            answers = f',"answers":["{joined}"],"TTLs":[{ttls}]'
+        else:
+            answers = ""
+        out.append(
+            f'{pre}{{"ts":{ts!r},"uid":"{uid}","id.orig_h":"{sh}","id.orig_p":{sp if sp > 0 else 0},'
+            f'"id.resp_h":"{dh}","id.resp_p":{dp if dp > 0 else 0},"proto":"{_ZPROTO.get(pr, "udp")}",'
+            f'"trans_id":{tid},{resp}"query":"{q}","qclass":1,"qclass_name":"C_INTERNET","qtype":{qt},'
+            f'"qtype_name":"{qname}"{code},"AA":false,"TC":false,"RD":true,"RA":{ra},"Z":0{answers},'
+            f'"rejected":false}}{post}'.encode()
+        )
     return out

@@ -155,6 +155,20 @@ def test_hostile_strings_stay_valid_json() -> None:
         values = [json.loads(b) for b in enc(f)]
         assert values[0].get("src_addr", values[0].get("id.orig_h")) == '10.1.0.5"}'
     assert json.loads(encode_zeek_conn_json(f)[0])["service"] == 's"v'
+    d = DnsBatch.from_columns(
+        {
+            "ts": [1.0],
+            "src": ["10.0.0.1"],
+            "dst": ["10.0.0.2"],
+            "query": ['a"b\\c\x01'],
+            "rcode": [0],
+            "answers_n": [1],
+            "answers": ['x"y'],
+            "qtype": [16],
+        }
+    )
+    rec = json.loads(encode_zeek_dns_json(d)[0])
+    assert rec["query"] == 'a"b\\c\x01' and rec["answers"] == ['x"y']
 
 
 def test_uids_are_deterministic_and_distinct() -> None:
