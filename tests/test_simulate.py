@@ -410,3 +410,30 @@ def test_config_errors() -> None:
         Simulation(SimConfig(hosts=5))
     with pytest.raises(ConfigError, match="days"):
         Simulation(SimConfig(days=0))
+
+
+def test_determinism_holds_across_processes_and_hash_seeds() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    kwargs = {
+        "hosts": 22,
+        "days": 0.125,
+        "seed": 8,
+        "scenarios": ("dns_exfil",),
+        "start": DEFAULT_START + 34 * 3600,
+    }
+    code = (
+        "from pipelines.simulate import SimConfig, Simulation\n"
+        "from tests.test_simulate import _digest\n"
+        f"print(_digest(Simulation(SimConfig(**{kwargs!r})).batches()))\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    got = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    here = _digest(Simulation(SimConfig(**kwargs)).batches())  # type: ignore[arg-type]
+    assert got.stdout.strip() == here
