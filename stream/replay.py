@@ -58,6 +58,8 @@ class InputSpec:
     shift: float = 0.0
     shift_to: float | None = None
     remap: dict[str, str] = field(default_factory=dict)
+    #: the shift actually applied (known once the first record was seen)
+    applied_shift: float = 0.0
 
 
 def parse_shift(text: str) -> tuple[str, float, float | None]:
@@ -123,6 +125,7 @@ def _transform(chunks: Iterable[DecodeResult], spec: InputSpec) -> Iterator[Deco
             )
             assert spec.shift_to is not None
             offset = spec.shift_to - first
+        spec.applied_shift = offset or 0.0
         flows, dns = r.flows, r.dns
         if offset:
             flows, dns = shift(flows, offset), shift(dns, offset)
