@@ -34,7 +34,7 @@ from pipelines.flowtable import DnsPairer, FlowTable
 from pipelines.packets import PacketColumns, PacketParser, dns_payloads
 from stream.decoders.base import DeadLetter, Decoder, DecodeResult, Message
 
-__all__ = ["PcapDecoder", "RawChunk", "iter_capture"]
+__all__ = ["CaptureFormatError", "PcapDecoder", "RawChunk", "iter_capture"]
 
 log = logging.getLogger(__name__)
 
