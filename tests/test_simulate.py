@@ -48,8 +48,8 @@ def _digest(batches: Iterator[tuple[FlowBatch, DnsBatch]]) -> str:
 
 @pytest.fixture(scope="module")
 def full() -> tuple[Simulation, FlowBatch, DnsBatch]:
-    """60 hosts, 4 days from Monday, every scenario."""
-    sim = Simulation(SimConfig(hosts=60, days=4, seed=11, scenarios=tuple(SCENARIOS)))
+    """40 hosts, 4 days from Monday, every scenario."""
+    sim = Simulation(SimConfig(hosts=40, days=4, seed=11, scenarios=tuple(SCENARIOS)))
     flows, dns = _collect(sim)
     return sim, flows, dns
 
@@ -252,7 +252,7 @@ def test_every_scenario_is_in_truth_with_valid_schema(
     t = sim.truth()
     assert {"name", "sources", "format", "span", "hosts", "incidents", "benign", "notes"} <= set(t)
     assert t["sources"][0]["generator"] == "slowburn.simulate" and t["sources"][0]["seed"] == 11
-    assert t["sources"][0]["config"]["hosts"] == 60
+    assert t["sources"][0]["config"]["hosts"] == 40
     assert t["span"]["start"] == "2023-11-13T00:00:00.000Z" and t["span"]["packets_or_records"] > 0
     assert {i["id"].rsplit("-", 1)[0] for i in t["incidents"]} == set(SCENARIOS)
     for inc in t["incidents"]:
