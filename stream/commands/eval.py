@@ -25,12 +25,24 @@ HELP = "replay inputs and score alerts against truth.json (recall, precision, fa
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_input_arguments(p)
-    p.add_argument("--truth", action="append", required=True, metavar="TRUTH.json[=INPUT]", help="labels (repeatable)")
-    p.add_argument("--hosts", type=int, help="internal hosts for false alerts per host-day (default: from truth)")
+    p.add_argument(
+        "--truth",
+        action="append",
+        required=True,
+        metavar="TRUTH.json[=INPUT]",
+        help="labels (repeatable)",
+    )
+    p.add_argument(
+        "--hosts",
+        type=int,
+        help="internal hosts for false alerts per host-day (default: from truth)",
+    )
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw a timeline of incidents vs alerts")
     p.add_argument("--alerts-out", metavar="FILE", help="also write the alerts (OCSF JSON lines)")
-    p.add_argument("--slack", type=float, default=3600.0, help="time tolerance when matching (s, default 3600)")
+    p.add_argument(
+        "--slack", type=float, default=3600.0, help="time tolerance when matching (s, default 3600)"
+    )
 
 
 def _iso(t: float) -> str:
@@ -71,19 +83,35 @@ def transform_truth(truth: dict[str, Any], shift: float, remap: dict[str, str]) 
     return t
 
 
-def _linked(truth: dict[str, Any], truth_path: str, explicit: str | None, inputs: list[Any]) -> list[Any]:
+def _linked(
+    truth: dict[str, Any], truth_path: str, explicit: str | None, inputs: list[Any]
+) -> list[Any]:
     if explicit:
         return [s for s in inputs if s.path == explicit]
-    names = {Path(str(s.get("file", ""))).name for s in truth.get("sources", []) if isinstance(s, dict)}
-    names |= {Path(str(s.get("file", ""))).as_posix() for s in truth.get("sources", []) if isinstance(s, dict)}
-    return [s for s in inputs if Path(s.path).name in names or any(s.path.endswith(n) for n in names if n)]
+    names = {
+        Path(str(s.get("file", ""))).name for s in truth.get("sources", []) if isinstance(s, dict)
+    }
+    names |= {
+        Path(str(s.get("file", ""))).as_posix()
+        for s in truth.get("sources", [])
+        if isinstance(s, dict)
+    }
+    return [
+        s
+        for s in inputs
+        if Path(s.path).name in names or any(s.path.endswith(n) for n in names if n)
+    ]
 
 
 def merge_truths(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One truth from several: incidents and hosts united, span covering all."""
     from pipelines.evaluate import parse_time
 
-    out: dict[str, Any] = {"name": "+".join(str(p.get("name", "")) for p in parts), "incidents": [], "hosts": {}}
+    out: dict[str, Any] = {
+        "name": "+".join(str(p.get("name", "")) for p in parts),
+        "incidents": [],
+        "hosts": {},
+    }
     starts, ends = [], []
     for p in parts:
         out["incidents"].extend(p.get("incidents", []))
@@ -98,9 +126,12 @@ def merge_truths(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def plot_timeline(path: str, truth: dict[str, Any], alerts: list[Any]) -> None:
+    from datetime import UTC, datetime
+
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     from pipelines.evaluate import parse_time
@@ -109,15 +140,28 @@ def plot_timeline(path: str, truth: dict[str, Any], alerts: list[Any]) -> None:
     latest: dict[str, Any] = {}
     for a in alerts:
         latest[a.uid] = a
-    rows = [f"truth {i['id']}" for i in incs] + [f"{a.detector} {a.entity}" for a in latest.values()]
+    rows = [f"truth {i['id']}" for i in incs] + [
+        f"{a.detector} {a.entity}" for a in latest.values()
+    ]
+    spans = [(parse_time(i["start"]), parse_time(i["end"])) for i in incs] + [
+        (a.start, a.end) for a in latest.values()
+    ]
+    span = truth.get("span") or {}
+    lo = parse_time(span["start"]) if span.get("start") else min((s for s, _ in spans), default=0.0)
+    hi = parse_time(span["end"]) if span.get("end") else max((e for _, e in spans), default=1.0)
+    min_w = max(hi - lo, 60.0) / 300.0  # keep short incidents visible
+
+    def day(t: float) -> float:
+        return float(mdates.date2num(datetime.fromtimestamp(t, UTC)))
+
     fig, ax = plt.subplots(figsize=(12, max(2.5, 0.32 * len(rows) + 1)))
-    for y, inc in enumerate(incs):
-        s, e = parse_time(inc["start"]), parse_time(inc["end"])
-        ax.barh(y, max(e - s, 60) / 3600, left=s / 3600, color="tab:red", alpha=0.6)
-    for y, a in enumerate(latest.values(), start=len(incs)):
-        ax.barh(y, max(a.end - a.start, 60) / 3600, left=a.start / 3600, color="tab:blue", alpha=0.6)
+    for y, (s, e) in enumerate(spans):
+        color = "tab:red" if y < len(incs) else "tab:blue"
+        ax.barh(y, max(e - s, min_w) / 86400.0, left=day(s), color=color, alpha=0.65)
+    ax.set_xlim(day(lo), day(hi))
+    ax.xaxis_date()
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
-    ax.set_xlabel("event time (hours since epoch)")
+    ax.set_xlabel("event time (UTC)")
     ax.set_title("labelled incidents (red) vs alerts (blue)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -129,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.replay import run_replay
     from stream.sinks import JsonLinesAlertSink
 
-    config, home, engine = load(args)
+    _config, home, engine = load(args)
     inputs = build_inputs(args)
     sink = JsonLinesAlertSink(args.alerts_out) if args.alerts_out else None
     summary = run_replay(engine, inputs, home, sink, None, None, sys.stderr.isatty())
@@ -145,7 +189,9 @@ def run(args: argparse.Namespace) -> int:
     truth = merge_truths(parts) if len(parts) > 1 else parts[0]
     report = evaluate(truth, summary.alerts, hosts=args.hosts, slack=args.slack)
     out = sys.stdout.write
-    out(f"{'incident':<28}{'kind':<18}{'detected':<10}{'time to detect':<16}{'technique':<10}detector\n")
+    out(
+        f"{'incident':<28}{'kind':<18}{'detected':<10}{'time to detect':<16}{'technique':<10}detector\n"
+    )
     for r in report.incidents:
         ttd = "-" if r.time_to_detect is None else f"{r.time_to_detect / 3600:.2f} h"
         out(
