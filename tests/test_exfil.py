@@ -275,15 +275,19 @@ def test_no_alerts_on_backups_updates_sync(synth_run: tuple[Synth, list[Finding]
 
 
 def test_fast_upload_of_a_new_host_waits_for_warm_up() -> None:
-    cfg = SynthConfig(hosts=40, days=3, slow=False, fast=False)
+    cfg = SynthConfig(hosts=40, days=2, slow=False, fast=False)
     late = "10.20.9.9"
-    cfg.extra = [(T0 + 50 * 3600 + i * 10.0, late, FAST_DST, 443, 50_000_000) for i in range(40)]
+    cfg.extra = [(T0 + 30 * 3600 + i * 10.0, late, FAST_DST, 443, 50_000_000) for i in range(40)]
+    cfg.extra += [
+        (T0 + 30 * 3600 + i * 10.0, host_ip(5), "91.240.118.6", 443, 50_000_000) for i in range(40)
+    ]
     found = drive(ExfilDetector(), Synth(cfg).batches())
     assert not [f for f in found if f.entity == late]
+    assert [f for f in found if f.entity == host_ip(5)]  # the same upload by a warm host fires
 
 
 def test_cloud_storage_destination_maps_to_t1567() -> None:
-    cfg = SynthConfig(hosts=40, days=3, fast=False, slow_start_h=26.0, slow_hours=40.0,
+    cfg = SynthConfig(hosts=40, days=2, fast=False, slow_start_h=26.0, slow_hours=22.0,
                       slow_dst="20.60.1.9", slow_domain="exfil-x.blob.core.windows.net")  # fmt: skip
     found = drive(ExfilDetector(), Synth(cfg).batches())
     hits = [f for f in found if f.episode == "20.60.1.9"]
@@ -337,7 +341,7 @@ def test_state_is_bounded_per_host() -> None:
 def test_engine_drives_the_detector_to_incidents() -> None:
     from pipelines.engine import Engine, EngineConfig
 
-    cfg = SynthConfig(hosts=40, days=3, fast=False, slow_start_h=26.0, slow_hours=40.0)
+    cfg = SynthConfig(hosts=40, days=2, fast=False, slow_start_h=26.0, slow_hours=22.0)
     eng = Engine(EngineConfig(window=300.0, lateness=60.0), detectors=[ExfilDetector()])
     alerts = []
     for flows, dns in Synth(cfg).batches():
