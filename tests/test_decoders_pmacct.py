@@ -70,3 +70,14 @@ def test_kafka_timestamp_when_no_time_is_aggregated() -> None:
     )
     f = PmacctDecoder().decode([msg]).flows
     assert f.ts_start.tolist() == [1707834900.5] and f.ts_end.tolist() == [1707834900.5]
+
+
+def test_stitching_fields_and_zero_end() -> None:
+    stitched = (b'{"event_type": "purge", "ip_src": "147.32.80.37", "ip_dst": "147.32.80.9", "port_src": 33266,'
+                b' "port_dst": 53, "tcp_flags": "0", "ip_proto": "udp", "timestamp_min": "1707834878.788187",'
+                b' "timestamp_max": "1707834878.788265", "packets": 2, "bytes": 146}')  # fmt: skip
+    zero_end = (b'{"ip_src": "147.32.80.37", "ip_dst": "147.32.80.9", "timestamp_start": "1707834878.788187",'
+                b' "timestamp_end": "0.000000", "packets": 1, "bytes": 68}')  # fmt: skip
+    f = PmacctDecoder().decode([Message(stitched), Message(zero_end)]).flows
+    assert f.ts_start.tolist() == [1707834878.788187, 1707834878.788187]
+    assert f.ts_end.tolist() == [1707834878.788265, 1707834878.788187]

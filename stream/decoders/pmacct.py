@@ -59,6 +59,8 @@ class _Rec(msgspec.Struct, gc=False):
     timestamp_start: _Time = None
     timestamp_end: _Time = None
     timestamp_arrival: _Time = None
+    timestamp_min: _Time = None
+    timestamp_max: _Time = None
     stamp_inserted: _Time = None
     stamp_updated: _Time = None
     peer_ip_src: str | None = None
@@ -82,6 +84,17 @@ def _flags(values: list[Any]) -> list[int]:
         if len(_FLAGS) < 70_000:
             _FLAGS.update(zip(values, out, strict=True))
         return out
+
+
+def _times(r: Any) -> tuple[Any, Any]:
+    """(start, end) raw values of a record, from the best pair of time fields it has."""
+    if r.timestamp_start is not None:
+        return r.timestamp_start, r.timestamp_end
+    if r.timestamp_min is not None:
+        return r.timestamp_min, r.timestamp_max
+    if r.stamp_inserted is not None:
+        return r.stamp_inserted, r.stamp_updated
+    return r.timestamp_arrival, None
 
 
 class PmacctDecoder(Decoder):
@@ -112,7 +125,10 @@ class PmacctDecoder(Decoder):
         if (
             None not in column(recs, "ip_src")
             and None not in column(recs, "ip_dst")
-            and None not in column(recs, "timestamp_start")
+            and (
+                None not in column(recs, "timestamp_start")
+                or None not in column(recs, "timestamp_min")
+            )
         ):
             if recs:  # the common case: every record has hosts and a flow time
                 out.flows = finish_flows(self._columns(recs), ok, self.name, out.dead)
@@ -121,11 +137,7 @@ class PmacctDecoder(Decoder):
         keep_m: list[Message] = []
         for r, m in zip(recs, ok, strict=True):
             if r.ip_src is not None and r.ip_dst is not None:
-                if (
-                    r.timestamp_start is None
-                    and r.stamp_inserted is None
-                    and r.timestamp_arrival is None
-                ):
+                if _times(r)[0] is None:
                     if m.timestamp is None:
                         out.dead.append(
                             DeadLetter.of(m, "schema", "record without any timestamp", self.name)
@@ -146,27 +158,11 @@ class PmacctDecoder(Decoder):
 
     @staticmethod
     def _columns(recs: list[Any]) -> dict[str, Any]:
-        start = parse_ts_many(
-            [
-                r.timestamp_start
-                if r.timestamp_start is not None
-                else r.stamp_inserted
-                if r.stamp_inserted is not None
-                else r.timestamp_arrival
-                for r in recs
-            ]
-        )
-        end_raw = [
-            r.timestamp_end
-            if r.timestamp_end is not None
-            else r.stamp_updated
-            if r.timestamp_start is None
-            else None
-            for r in recs
-        ]
+        pairs = [_times(r) for r in recs]
+        start = parse_ts_many([p[0] for p in pairs])
+        end_raw = [p[1] for p in pairs]
         end = parse_ts_many([e if e is not None else "" for e in end_raw])
-        if None in end_raw:
-            end = np.where([e is None for e in end_raw], start, end)
+        end = np.where(np.isfinite(end) & (end >= start), end, start)  # unset, 0 or before start
         rate = np.maximum(np.asarray(column(recs, "sampling_rate"), dtype=np.int64), 1)
         return {
             "ts_start": start,
