@@ -7,8 +7,9 @@ the same vectorised parser, so both produce identical summaries (format: see
 
 * Files get one JSON object per line.
 * Kafka gets JSON arrays of up to ``batch`` packets per message, keyed by the internal
-  host (``src`` if it is inside the home networks, else ``dst``), so one host's packets
-  land on one partition and the flow table downstream sees both directions.
+  host (``src`` if only it is inside the home networks, ``dst`` if only that is; the
+  smaller address when both or neither are), so one host's packets land on one partition
+  and the flow table downstream sees both directions of every conversation.
 
 >>> import io, struct
 >>> ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 0, 0, 64, 17, 0, bytes([10, 0, 0, 1]), bytes([8, 8, 8, 8]))
@@ -96,7 +97,7 @@ class Sensor:
         if not len(cols):
             return
         rows = summaries(cols, buf, self._qcache)
-        keys = np.where(self.home.contains(cols.src), cols.src, cols.dst)
+        keys = host_keys(cols.src, cols.dst, self.home)
         order = np.argsort(keys, kind="stable")
         ks = keys[order].tolist()
         idx = order.tolist()
@@ -179,6 +180,19 @@ class Sensor:
             buf, offs, lens, lts, ts, np.arange(self.packets, self.packets + len(frames))
         )
         self._publish(cols, buf)
+
+
+def host_keys(src: np.ndarray, dst: np.ndarray, home: HomeNetworks) -> np.ndarray:
+    """Partition key per packet: the internal end; when both or neither end is internal, the
+    smaller address, so that both directions of a conversation share one key.
+
+    >>> host_keys(np.array(["8.8.8.8", "10.0.0.9", "10.0.0.9"], dtype=object),
+    ...           np.array(["10.0.0.1", "1.1.1.1", "10.0.0.2"], dtype=object), HomeNetworks.default()).tolist()
+    ['10.0.0.1', '10.0.0.9', '10.0.0.2']
+    """
+    si, di = home.contains(src), home.contains(dst)
+    lower = np.where(src < dst, src, dst)
+    return np.where(si & ~di, src, np.where(di & ~si, dst, lower))
 
 
 def _linktype(pkt: Any) -> int:
