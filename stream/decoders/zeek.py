@@ -108,8 +108,56 @@ def _kind(r: Any) -> str:
     return "other"
 
 
+class _Columns:
+    """Attribute columns of one batch of records, each extracted once."""
+
+    def __init__(self, recs: list[Any]) -> None:
+        self.recs = recs
+        self.cache: dict[str, list[Any]] = {}
+
+    def __call__(self, attr: str) -> list[Any]:
+        got = self.cache.get(attr)
+        if got is None:
+            got = self.cache[attr] = column(self.recs, attr)
+        return got
+
+
 def _or(values: list[Any], default: Any) -> list[Any]:
+    if None not in values:
+        return values
     return [default if v is None else v for v in values]
+
+
+def _kinds(recs: list[Any], col: _Columns) -> list[str]:
+    """:func:`_kind` of every record; column-wise for the common bare conn/dns batch."""
+    n = len(recs)
+    if not (
+        col("at_stream").count(None) == n
+        and col("at_path").count(None) == n
+        and col("path").count(None) == n
+        and None not in col("ts")
+        and None not in col("orig_h")
+        and None not in col("resp_h")
+    ):
+        return [_kind(r) for r in recs]
+    cols = zip(
+        col("query"),
+        col("qtype"),
+        col("rcode"),
+        col("answers"),
+        col("conn_state"),
+        col("orig_pkts"),
+        strict=True,
+    )
+    fast = [
+        "dns" if q is not None or t is not None
+        else "conn" if (c is not None or p is not None) and r is None and a is None
+        else ""
+        for q, t, r, a, c, p in cols
+    ]  # fmt: skip
+    if "" in fast:
+        return [k or _kind(r) for k, r in zip(fast, recs, strict=True)]
+    return fast
 
 
 class _ZeekRows:
@@ -118,12 +166,17 @@ class _ZeekRows:
     name: ClassVar[str]
 
     def _emit(self, recs: list[Any], msgs: list[Message], out: DecodeResult) -> None:
+        col = _Columns(recs)
+        kinds = _kinds(recs, col)
+        if kinds.count("conn") == len(recs):
+            if recs:
+                out.flows = finish_flows(self._conn_columns(recs, col), msgs, self.name, out.dead)
+            return
         conn: list[Any] = []
         conn_m: list[Message] = []
         dns: list[Any] = []
         dns_m: list[Message] = []
-        for r, m in zip(recs, msgs, strict=True):
-            k = _kind(r)
+        for r, m, k in zip(recs, msgs, kinds, strict=True):
             if k == "conn":
                 conn.append(r)
                 conn_m.append(m)
@@ -142,48 +195,50 @@ class _ZeekRows:
             out.dns = finish_dns(self._dns_columns(dns), dns_m, self.name, out.dead)
 
     @staticmethod
-    def _ts(recs: list[Any]) -> list[float]:
-        return parse_ts_many(column(recs, "ts")).tolist()  # type: ignore[no-any-return]
+    def _ts(col: _Columns) -> list[float]:
+        return parse_ts_many(col("ts")).tolist()  # type: ignore[no-any-return]
 
     @staticmethod
     def _sensor(recs: list[Any]) -> list[str]:
         return [r.at_system or r.system_name or "" for r in recs]
 
-    def _conn_columns(self, recs: list[Any]) -> dict[str, Any]:
-        ts = self._ts(recs)
-        dur = _or(column(recs, "duration"), 0.0)
+    def _conn_columns(self, recs: list[Any], col: _Columns | None = None) -> dict[str, Any]:
+        col = col or _Columns(recs)
+        ts = self._ts(col)
+        dur = _or(col("duration"), 0.0)
         return {
             "ts_start": ts,
             "ts_end": [t + d for t, d in zip(ts, dur, strict=True)],
-            "src": column(recs, "orig_h"),
-            "dst": column(recs, "resp_h"),
-            "src_port": _or(column(recs, "orig_p"), -1),
-            "dst_port": _or(column(recs, "resp_p"), -1),
-            "proto": _or(column(recs, "proto"), 0),
-            "bytes_out": _or(column(recs, "orig_ip_bytes"), 0),
-            "pkts_out": _or(column(recs, "orig_pkts"), 0),
-            "bytes_in": _or(column(recs, "resp_ip_bytes"), 0),
-            "pkts_in": _or(column(recs, "resp_pkts"), 0),
-            "payload_out": _or(column(recs, "orig_bytes"), -1),
-            "payload_in": _or(column(recs, "resp_bytes"), -1),
-            "service": _or(column(recs, "service"), ""),
-            "conn_state": _or(column(recs, "conn_state"), ""),
+            "src": col("orig_h"),
+            "dst": col("resp_h"),
+            "src_port": _or(col("orig_p"), -1),
+            "dst_port": _or(col("resp_p"), -1),
+            "proto": _or(col("proto"), 0),
+            "bytes_out": _or(col("orig_ip_bytes"), 0),
+            "pkts_out": _or(col("orig_pkts"), 0),
+            "bytes_in": _or(col("resp_ip_bytes"), 0),
+            "pkts_in": _or(col("resp_pkts"), 0),
+            "payload_out": _or(col("orig_bytes"), -1),
+            "payload_in": _or(col("resp_bytes"), -1),
+            "service": _or(col("service"), ""),
+            "conn_state": _or(col("conn_state"), ""),
             "sensor": self._sensor(recs),
             "bidirectional": [True] * len(recs),
         }
 
-    def _dns_columns(self, recs: list[Any]) -> dict[str, Any]:
-        answers = _or(column(recs, "answers"), [])
+    def _dns_columns(self, recs: list[Any], col: _Columns | None = None) -> dict[str, Any]:
+        col = col or _Columns(recs)
+        answers = _or(col("answers"), [])
         return {
-            "ts": self._ts(recs),
-            "src": column(recs, "orig_h"),
-            "dst": column(recs, "resp_h"),
-            "src_port": _or(column(recs, "orig_p"), -1),
-            "dst_port": _or(column(recs, "resp_p"), -1),
-            "proto": _or(column(recs, "proto"), 17),
-            "query": _or(column(recs, "query"), ""),
-            "qtype": [q if 0 <= q <= 65535 else 0 for q in _or(column(recs, "qtype"), 0)],
-            "rcode": [c if 0 <= c <= 65535 else -1 for c in _or(column(recs, "rcode"), -1)],
+            "ts": self._ts(col),
+            "src": col("orig_h"),
+            "dst": col("resp_h"),
+            "src_port": _or(col("orig_p"), -1),
+            "dst_port": _or(col("resp_p"), -1),
+            "proto": _or(col("proto"), 17),
+            "query": _or(col("query"), ""),
+            "qtype": [q if 0 <= q <= 65535 else 0 for q in _or(col("qtype"), 0)],
+            "rcode": [c if 0 <= c <= 65535 else -1 for c in _or(col("rcode"), -1)],
             "answers_n": [len(a) for a in answers],
             "answers": [",".join(a) for a in answers],
             "sensor": self._sensor(recs),
@@ -219,6 +274,10 @@ class ZeekJsonDecoder(_ZeekRows, Decoder):
 
     def decode(self, messages: Sequence[Message]) -> DecodeResult:
         out = DecodeResult()
+        recs, ok, dead = typed_decode(self._dotted, messages, self.name)
+        if not dead and None not in column(recs, "orig_h"):  # all bare records with dotted keys
+            self._emit(recs, ok, out)
+            return out
         groups: dict[str, list[Message]] = {"dotted": [], "under": [], "tdotted": [], "tunder": []}
         for m in messages:
             v = m.value
@@ -232,7 +291,7 @@ class ZeekJsonDecoder(_ZeekRows, Decoder):
                 continue
             key = ("t" if tag is not None else "") + ("under" if under else "dotted")
             groups[key].append(m)
-        recs: list[Any] = []
+        recs = []
         msgs: list[Message] = []
         for key, dec in (("dotted", self._dotted), ("under", self._under)):
             if groups[key]:
