@@ -79,7 +79,9 @@ class KafkaBroker:
 
     def start(self) -> None:
         """Start the broker (or find it running) and wait until clients can list topics."""
-        args = ["start", "--scram"] if self.scram else ["start"]
+        args = ["start", "--owner-pid", str(os.getpid())]  # stopped if this session dies
+        if self.scram:
+            args.append("--scram")
         out = self._run(*args, timeout=START_TIMEOUT).stdout.split()
         self.bootstrap = out[0]
         self.scram_bootstrap = out[1] if self.scram else ""
