@@ -93,3 +93,23 @@ def test_formats_restriction_and_missing_module(monkeypatch: pytest.MonkeyPatch)
 def test_oversized() -> None:
     r = AutoDecoder().decode([Message(b"{" + b" " * (1 << 20) + b"}", "t/0", 1)])
     assert [d.reason for d in r.dead] == ["oversized"]
+
+
+def test_dispatch_to_other_helpers_formats() -> None:
+    summary = (b'{"kind":"pkt","ts":1.0,"src":"10.0.0.5","dst":"10.0.0.53","sport":5000,"dport":53,"proto":17,'
+               b'"len":60,"flags":0,"plen":32}')  # fmt: skip
+    canonical = b'{"kind": "flow", "ts_start": 10.0, "ts_end": 11.0, "src": "10.0.0.1", "dst": "8.8.8.8", "bytes_out": 80}'
+    auto = AutoDecoder()
+    r = auto.decode(
+        [
+            Message(summary, "s", 1),
+            Message(b"[" + summary + b"]", "s", 2),
+            Message(canonical, "c", 3),
+        ]
+    )
+    r.extend(auto.flush())
+    assert not r.dead and sorted(auto.decoders) == ["canonical", "summary"]
+    assert sorted(r.flows.bytes_out.tolist()) == [
+        80,
+        120,
+    ]  # two 60-byte packets of one flow, one canonical row

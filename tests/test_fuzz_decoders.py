@@ -125,7 +125,10 @@ def messages(draw: st.DrawFn, fmt: str) -> list[Message]:
     n = draw(st.integers(min_value=1, max_value=8))
     data = draw(st.data())
     for i in range(n):
-        kind = draw(st.sampled_from(["raw", "valid", "flip", "cut", "insert", "json", "json"]))
+        kinds = ["raw", "valid", "flip", "cut", "insert", "json", "json"]
+        if fmt in ("goflow2-pb", "auto"):
+            kinds += ["pbfield", "pbfield"]
+        kind = draw(st.sampled_from(kinds))
         base = draw(st.sampled_from(valid))
         if kind == "raw":
             v = draw(st.binary(max_size=200))
@@ -139,6 +142,11 @@ def messages(draw: st.DrawFn, fmt: str) -> list[Message]:
         elif kind == "insert":
             pos = draw(st.integers(0, len(base)))
             v = base[:pos] + draw(st.binary(min_size=1, max_size=8)) + base[pos:]
+        elif kind == "pbfield":  # one FlowMessage field replaced by a hostile value or wire type
+            fields = dict(PB_SAMPLE)
+            key = draw(st.sampled_from(sorted(fields)))
+            fields[key] = draw(st.one_of(st.integers(0, 2**64 - 1), st.binary(max_size=20)))
+            v = encode_flow(fields) * draw(st.integers(1, 3))
         else:
             v = _mutate_json(base, data)
         out.append(Message(v, "fuzz/0", i))

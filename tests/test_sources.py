@@ -129,3 +129,13 @@ def test_decode_command_pinned_format(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["decode", "--format", "zeek-json", str(SAMPLES / "goflow2.json")]) == 0
     out, err = capsys.readouterr()
     assert out == "" and "4 dead letters (schema 4)" in err
+
+
+def test_decode_output_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["decode", str(SAMPLES / "zeek_conn.json"), str(SAMPLES / "zeek_dns.json")]) == 0
+    first = capsys.readouterr().out
+    out = tmp_path / "canonical.jsonl"
+    out.write_text(first)
+    assert main(["decode", str(out)]) == 0
+    again, err = capsys.readouterr()
+    assert again == first and "0 dead letters" in err

@@ -69,14 +69,20 @@ def sniff_format(value: bytes) -> str | None:
 
     >>> sniff_format(b'{"kind":"pkt","ts":1}'), sniff_format(b"\\x00\\x09\\x00\\x01"), sniff_format(b"#fields\\tts")
     ('summary', 'netflow', 'zeek-tsv')
+    >>> sniff_format(b'[{"kind": "pkt"}]'), sniff_format(b'{"kind": "flow", "ts_start": 1.0}')
+    ('summary', 'canonical')
     """
     if not value:
         return None
     first = value[:1]
+    if first == b"[" and value[:80].replace(b" ", b"")[:2] == b"[{":
+        return "summary" if b'"kind":"pkt"' in value[:80].replace(b" ", b"") else None
     if first in b"{ \t\r\n" and value.lstrip(_WS)[:1] == b"{":
-        head = value[:300]
-        if b'"kind":"pkt"' in head or b'"kind": "pkt"' in head:
+        head = value[:80].replace(b" ", b"")
+        if b'"kind":"pkt"' in head:
             return "summary"
+        if b'"kind":"flow"' in head or b'"kind":"dns"' in head:
+            return "canonical"
         if PmacctDecoder.sniff(value):
             return "pmacct"
         if Goflow2JsonDecoder.sniff(value):
