@@ -312,6 +312,14 @@ def test_chain_a_to_b_to_c_is_one_path() -> None:
     assert chain[0].severity_id >= 4
 
 
+def test_chain_within_one_window() -> None:
+    a, b = workstations()[7], workstations()[8]
+    t = T0 + 3 * DAY + 9 * 3600
+    hops = _attack([(t, a, b, 5985, 7000, 17000), (t + 60, b, SERVERS[2], 3389, 9000, 40_000)])
+    chain = [f for f in _run_with(hops) if f.episode == "chain"]
+    assert len(chain) == 1 and chain[0].facts["path"] == [a, b, SERVERS[2]]
+
+
 def test_ldap_burst_is_discovery() -> None:
     a = workstations()[9]
     t = T0 + 3 * DAY + 18 * 3600 + 600

@@ -69,7 +69,6 @@ def score_window(det: LateralDetector, feats: LateralWindow) -> list[Finding]:
     out: list[Finding] = []
     for src in sorted(by_src):
         edges = by_src[src]
-        out.extend(_chain(det, src, edges, w.start))
         if not det.warm(src, w.start):
             continue
         fan = _fanout(det, src, edges)
@@ -79,6 +78,16 @@ def score_window(det: LateralDetector, feats: LateralWindow) -> list[Finding]:
             out.extend(_new_edges(det, src, edges, w.start))
         out.extend(_ldap(det, src, edges))
         out.extend(_brute(det, src, edges))
+    # chains: hops flagged earlier (det.taints) or in this very window
+    local: dict[str, tuple[tuple[str, ...], float]] = {}
+    for f in out:
+        if f.kind == "lateral_movement" and f.episode not in ("chain", "fanout"):
+            for d in f.dst:
+                local.setdefault(d, ((f.src, d), f.start))
+    for src in sorted(by_src):
+        taint = det.taints.get(src) or local.get(src)
+        if taint is not None:
+            out.extend(_chain(det, src, by_src[src], w.start, taint))
     return out
 
 
@@ -95,12 +104,13 @@ def _new_edges(det: LateralDetector, src: str, edges: list[Edge], t: float) -> l
         svcs = by_dst[dst]
         serving = det.host_roles.serving(dst)
         points, attacks, reasons, used = 0.0, set(), [], []
-        rpc, dyn, smb = svcs.get(RPC), svcs.get(RPC_DYN), svcs.get(SMB)
-        if (
-            rpc is not None
-            and (dyn is not None or smb is not None)
-            and (not det.known_edge(rpc) or (dyn is not None and not det.known_edge(dyn)))
-        ):
+        rpc, smb = svcs.get(RPC), svcs.get(SMB)
+        dyns = [x for x in edges if x.dst == dst and x.svc == RPC_DYN]
+        dyn = next(
+            (x for x in dyns if not det.known_edge(x) and det.sources_of_edge(x) == 0),
+            dyns[0] if dyns else None,
+        )
+        if rpc is not None and (dyn is not None or smb is not None) and _rpc_unusual(det, rpc, dyn):
             points = 0.6
             used += [x for x in (rpc, dyn, smb) if x is not None]
             if smb is not None:
@@ -121,7 +131,12 @@ def _new_edges(det: LateralDetector, src: str, edges: list[Edge], t: float) -> l
                 attacks.add(TECHNIQUE[svc])
                 used.append(ex)
                 reasons.append(f"first {LABEL[svc]} connection from this host to {dst}")
-        if smb is not None and not serving and not det.known_edge(smb):
+        if (
+            smb is not None
+            and not serving
+            and not det.known_edge(smb)
+            and smb.bytes_out + smb.bytes_in >= det.smb_min_bytes
+        ):
             points = max(points, 0.5)
             attacks.add("T1021.002")
             used.append(smb)
@@ -142,7 +157,7 @@ def _new_edges(det: LateralDetector, src: str, edges: list[Edge], t: float) -> l
             reasons.append(
                 f"at {_hhmm(used[0].first, det.utc_offset_hours)}, an hour when this host is rarely active"
             )
-        if all(det.sources_of(dst, e.svc) == 0 for e in used):
+        if all(det.sources_of_edge(e) == 0 for e in used):
             points += 0.05
             reasons.append("no other host administers it this way")
         if points < det.alert_score:
@@ -159,6 +174,18 @@ def _new_edges(det: LateralDetector, src: str, edges: list[Edge], t: float) -> l
                             {"services": [LABEL[e.svc] for e in used], "first_use": first_use,
                              "off_hours": off, "path": [src, dst]}))  # fmt: skip
     return out
+
+
+def _rpc_unusual(det: LateralDetector, rpc: Edge, dyn: Edge | None) -> bool:
+    """RPC 135 (+ dynamic endpoint) that this host never used and few others use on that server.
+
+    Workstations talk RPC to their DC at every logon (the same endpoint for everyone): that
+    is common. A new endpoint nobody uses (svcctl, WMI, task scheduler) or RPC to a host no
+    one else calls that way is not.
+    """
+    if not det.known_edge(rpc) and det.sources_of_edge(rpc) < 2:
+        return True
+    return dyn is not None and not det.known_edge(dyn) and det.sources_of_edge(dyn) == 0
 
 
 def _peer_typical(det: LateralDetector, role: str, exclude: str) -> float:
@@ -181,7 +208,7 @@ def _fanout(det: LateralDetector, src: str, edges: list[Edge]) -> Finding | None
     typical = float(det.fanout.typical(ids)[0, 0])
     role = det.host_roles.role(src)
     peer = _peer_typical(det, role, src)
-    if z < det.fanout_z or n < 2.0 * peer + 2.0:
+    if z < det.fanout_z or n < 2.0 * peer + 2.0 or n <= det.fanout_ratio * det.most_fanout(src):
         return None
     conns = sum(e.conns for e in admin)
     failed = sum(e.failed for e in admin)
@@ -207,13 +234,13 @@ def _fanout(det: LateralDetector, src: str, edges: list[Edge]) -> Finding | None
 def _ldap(det: LateralDetector, src: str, edges: list[Edge]) -> list[Finding]:
     ldap = [e for e in edges if e.svc == LDAP]
     got = sum(e.bytes_in for e in ldap)
-    if got < det.ldap_min_bytes:
+    if got < det.ldap_min_bytes or det.host_roles.role(src) == "dc":  # DCs replicate over LDAP
         return []
     conns = sum(e.conns for e in ldap)
     ids = det.ldap.known([src])
     z = det.ldap.z(ids, np.array([[got, conns]], float))[0]
     typical = det.ldap.typical(ids)[0]
-    if float(z[0]) < det.ldap_z:
+    if float(z[0]) < det.ldap_z or got < det.ldap_ratio * float(typical[0]):
         return []
     score = min(1.0, 0.45 + 0.05 * float(z[0]))
     top = max(ldap, key=lambda e: e.bytes_in)
@@ -251,14 +278,21 @@ def _brute(det: LateralDetector, src: str, edges: list[Edge]) -> list[Finding]:
     return out
 
 
-def _chain(det: LateralDetector, src: str, edges: list[Edge], t: float) -> list[Finding]:
-    taint = det.taints.get(src)
-    if taint is None:
-        return []
+def _chain(
+    det: LateralDetector,
+    src: str,
+    edges: list[Edge],
+    t: float,
+    taint: tuple[tuple[str, ...], float],
+) -> list[Finding]:
     path, when = taint
     if t - when > det.chain_seconds:
         return []
-    hops = [e for e in edges if det.counts_as_admin(e) and e.dst not in path and e.last >= when]
+    hops = [
+        e
+        for e in edges
+        if det.counts_as_admin(e) and e.dst not in path and e.last >= when and not det.known_edge(e)
+    ]
     if not hops:
         return []
     dsts = sorted({e.dst for e in hops})

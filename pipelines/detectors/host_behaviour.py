@@ -12,7 +12,9 @@ that scored anomalous are learnt neither by the trees nor by the baselines.
 The score is used to prioritise: :meth:`entity_score` gives the engine the host's score
 of the last window, and the incident layer raises or lowers incident priority with it.
 A ``host_anomaly`` finding (analytic "Learning") is raised only when the score passes
-``threshold`` **and** at least ``min_features`` features deviate by ``z_min`` or more.
+``threshold`` **and** at least ``min_features`` features deviate by ``z_min`` or more from
+the host's median *and* exceed its own learnt high quantile (≈ p99) by ``high_margin``
+(so a diurnal host's busy hours, or a patch job it runs every night, are not "strong").
 
 It also runs the poisoning watch (:class:`~pipelines.detectors.drift.DriftMonitor`):
 ``baseline_drift`` findings when a host's adaptive daily baseline walks away from its
@@ -79,9 +81,13 @@ class HostBehaviourDetector(Detector):
         height: int = 8,
         window_size: int = 250,
         seed: int = 42,
+        warmup_days: float = 1.0,
         warmup_windows: int = 96,
-        threshold: float = 0.85,
-        min_features: int = 3,
+        baseline_rate: float = 0.02,
+        high_margin: float = 1.5,
+        high_step: float = 0.2,
+        threshold: float = 0.9,
+        min_features: int = 4,
         z_min: float = 3.0,
         z_cap: float = 8.0,
         utc_offset_hours: float = 0.0,
@@ -93,7 +99,11 @@ class HostBehaviourDetector(Detector):
         self.height = height
         self.window_size = window_size
         self.seed = seed
+        self.warmup_days = warmup_days
         self.warmup_windows = warmup_windows
+        self.baseline_rate = baseline_rate
+        self.high_margin = high_margin
+        self.high_step = high_step
         self.threshold = threshold
         self.min_features = min_features
         self.z_min = z_min
@@ -106,7 +116,7 @@ class HostBehaviourDetector(Detector):
             n_trees=n_trees, height=height, window_size=window_size, seed=seed
         )
         self.learnt = 0
-        self.baseline = RobustBaseline(FEATURES, warmup=warmup_windows)
+        self.baseline = RobustBaseline(FEATURES, warmup=warmup_windows, rate=baseline_rate)
         self.hours = HourProfile(utc_offset_hours)
         # hours of day at which each host already deviated strongly on an earlier day (nightly jobs)
         self.routine = HourProfile(utc_offset_hours, share=0.0, min_windows=0)
@@ -117,6 +127,10 @@ class HostBehaviourDetector(Detector):
             persist_days=drift_persist_days,
         )
         self.day = -(10**9)
+        self.q_hi = np.zeros(
+            (0, len(FEATURES)), dtype=np.float32
+        )  # per-host p99 (log1p), by baseline row
+        self.first_seen = np.zeros(0, dtype=np.float64)  # by baseline row
         self.last_scores: dict[str, float] = {}
         self._acc: dict[str, np.ndarray] = {}
 
@@ -195,30 +209,55 @@ class HostBehaviourDetector(Detector):
         if not features.hosts:
             return out
         ids, z, vec = self._vectors(features)
-        warm = self.baseline.warm(ids)
+        warm = self._warm(ids, features.window.start)
         model_ready = self.learnt >= self.window_size
+        strong_m = self._strong(ids, features.x, z)
         for i, host in enumerate(features.hosts):
             s = float(self.model.score_one(self._dict(vec[i]))) if model_ready else 0.0
             features.scores[host] = s
-            strong = int((z[i] >= self.z_min).sum())
-            if s >= self.threshold or strong >= self.min_features:
-                features.anomalous.add(host)
+            strong = int(strong_m[i].sum())
             if not (
                 warm[i] and model_ready and s >= self.threshold and strong >= self.min_features
             ):
                 continue
             if self._routine(host, features.window.start):
-                continue
-            out.append(self._finding(features, i, host, s, z[i], ids[i : i + 1]))
+                continue  # the same hour on an earlier day: a routine job, learnt as normal
+            features.anomalous.add(
+                host
+            )  # scored anomalous: learnt neither by the trees nor the baselines
+            out.append(self._finding(features, i, host, s, z[i], ids[i : i + 1], strong_m[i]))
         return out
 
+    def _warm(self, ids: np.ndarray, t: float) -> np.ndarray:
+        """Baseline warm **and** first seen at least ``warmup_days`` ago (a whole day cycle)."""
+        ok = (ids >= 0) & (ids < len(self.first_seen))
+        seen = np.full(len(ids), np.inf)
+        seen[ok] = self.first_seen[ids[ok]]
+        return self.baseline.warm(ids) & (t - seen >= self.warmup_days * DAY)
+
+    def _strong(self, ids: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Features that deviate by ``z_min`` from the host's median **and** exceed its learnt
+        high quantile (≈ p99) by ``high_margin``: a diurnal host's busy hours are not strong."""
+        q = np.full(z.shape, np.inf)
+        ok = (ids >= 0) & (ids < len(self.q_hi))
+        q[ok] = self.q_hi[ids[ok]]
+        lx = np.log1p(np.maximum(x, 0.0))
+        return (z >= self.z_min) & (lx > q + np.log(self.high_margin))
+
     def _finding(
-        self, feats: HostWindow, i: int, host: str, s: float, z: np.ndarray, j: np.ndarray
+        self,
+        feats: HostWindow,
+        i: int,
+        host: str,
+        s: float,
+        z: np.ndarray,
+        j: np.ndarray,
+        strong: np.ndarray,
     ) -> Finding:
         w = feats.window
         typical = self.baseline.typical(j)[0]
         order = np.argsort(-z)[: self.min_features + 1]
-        top = [k for k in order.tolist() if z[k] >= self.z_min]
+        top = [k for k in order.tolist() if strong[k]]
         parts = [
             f"{FEATURES[k].replace('_', ' ')} {feats.x[i, k]:,.0f} vs usual {typical[k]:,.0f}"
             for k in top
@@ -254,15 +293,19 @@ class HostBehaviourDetector(Detector):
         ids, _z, vec = self._vectors(features)
         calm = np.array([h not in flagged for h in features.hosts], dtype=bool)
         ids = self.baseline.ids(features.hosts)
+        fresh_rows = self.baseline.samples(ids) == 0
         self.baseline.learn(ids, features.x, calm, t=features.window.index)
+        self._learn_high(ids, features.x, calm, fresh_rows)
+        self.first_seen[ids] = np.minimum(self.first_seen[ids], features.window.start)
         self.hours.observe(
             [h for h, c in zip(features.hosts, calm.tolist(), strict=True) if c],
             features.window.start,
         )
+        strong_m = self._strong(ids, features.x, _z)
         strong = [
             h
-            for h, zi in zip(features.hosts, _z, strict=True)
-            if int((zi >= self.z_min).sum()) >= self.min_features
+            for h, row in zip(features.hosts, strong_m, strict=True)
+            if int(row.sum()) >= self.min_features
         ]
         fresh = [h for h in strong if not self._routine(h, features.window.start)]
         if fresh:
@@ -272,6 +315,25 @@ class HostBehaviourDetector(Detector):
             self.model.learn_one(self._dict(vec[i]))
             self.learnt += 1
         self.last_scores = dict(features.scores)
+
+    def _learn_high(
+        self, ids: np.ndarray, x: np.ndarray, calm: np.ndarray, fresh: np.ndarray
+    ) -> None:
+        """Stochastic p99 tracker per host and feature (log scale), from calm windows."""
+        need = len(self.baseline.n)
+        if len(self.q_hi) < need:
+            pad = np.zeros((need - len(self.q_hi), len(FEATURES)), dtype=np.float32)
+            self.q_hi = np.concatenate([self.q_hi, pad])
+            self.first_seen = np.concatenate(
+                [self.first_seen, np.full(need - len(self.first_seen), np.inf)]
+            )
+        rows = ids[calm]
+        if not len(rows):
+            return
+        lx = np.log1p(np.maximum(x[calm], 0.0))
+        q = self.q_hi[rows].astype(np.float64)
+        step = self.high_step * (0.99 - (lx <= q))
+        self.q_hi[rows] = np.where(fresh[calm][:, None], lx, q + step).astype(np.float32)
 
     def _routine(self, host: str, t: float) -> bool:
         """Whether the host deviated strongly at this hour of day on an earlier day."""
@@ -300,6 +362,7 @@ class HostBehaviourDetector(Detector):
         trees = self.n_trees * (2 ** (self.height + 1)) * 64
         parts = (
             self.baseline.nbytes()
+            + self.q_hi.nbytes
             + self.hours.nbytes()
             + self.routine.nbytes()
             + self.drift.nbytes()

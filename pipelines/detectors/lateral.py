@@ -56,7 +56,7 @@ ADMIN_PORTS: dict[int, int] = {
 _PORT_TABLE = np.full(65536, -1, dtype=np.int8)
 for _port, _svc in ADMIN_PORTS.items():
     _PORT_TABLE[_port] = _svc
-_FAILED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"})
+_FAILED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR"})
 _HASH_CACHE: dict[str, int] = {}
 
 
@@ -99,6 +99,16 @@ class Edge:
     failed: int = 0
     ports: set[int] = field(default_factory=set)
     positions: list[tuple[str, int]] = field(default_factory=list)
+    dyn_port: int = -1  # the dynamic RPC endpoint (rpc_dyn edges are per endpoint)
+
+    @property
+    def key(self) -> str:
+        """Text of the per-host edge key: destination, service (and RPC endpoint port)."""
+        return (
+            f"{self.dst}|{self.svc}"
+            if self.dyn_port < 0
+            else f"{self.dst}|{self.svc}|{self.dyn_port}"
+        )
 
 
 @dataclass
@@ -125,11 +135,14 @@ class LateralDetector(Detector):
         chain_seconds: float = 3600.0,
         fanout_min: int = 5,
         fanout_z: float = 3.0,
-        ldap_min_bytes: int = 65536,
-        ldap_z: float = 4.0,
+        fanout_ratio: float = 1.5,
+        ldap_min_bytes: int = 262144,
+        ldap_z: float = 2.5,
+        ldap_ratio: float = 10.0,
         brute_min_conns: int = 10,
         brute_max_bytes: int = 20000,
         smb_upload_bytes: int = 1_000_000,
+        smb_min_bytes: int = 1000,
         alert_score: float = 0.5,
         off_hours_share: float = 0.01,
         utc_offset_hours: float = 0.0,
@@ -143,11 +156,14 @@ class LateralDetector(Detector):
         self.chain_seconds = chain_seconds
         self.fanout_min = fanout_min
         self.fanout_z = fanout_z
+        self.fanout_ratio = fanout_ratio
         self.ldap_min_bytes = ldap_min_bytes
         self.ldap_z = ldap_z
+        self.ldap_ratio = ldap_ratio
         self.brute_min_conns = brute_min_conns
         self.brute_max_bytes = brute_max_bytes
         self.smb_upload_bytes = smb_upload_bytes
+        self.smb_min_bytes = smb_min_bytes
         self.alert_score = alert_score
         self.off_hours_share = off_hours_share
         self.utc_offset_hours = utc_offset_hours
@@ -159,6 +175,7 @@ class LateralDetector(Detector):
         self.first_seen = np.zeros(0, dtype=np.float64)
         self.last_seen = np.zeros(0, dtype=np.float64)
         self.svc_mask = np.zeros(0, dtype=np.int16)
+        self.fan_max = np.zeros(0, dtype=np.float32)  # most admin destinations in one calm window
         self.edge_keys = np.zeros((0, edge_cap), dtype=np.int64)
         self.edge_ts = np.zeros((0, edge_cap), dtype=np.float64)
         self.host_roles = HostRoles(pinned=self.roles)
@@ -171,7 +188,7 @@ class LateralDetector(Detector):
         self.rpc_recent: dict[tuple[str, str], float] = {}  # (src, dst) -> last RPC 135 time
         self.day = -1
         # window accumulators
-        self._edges: dict[tuple[str, str, int], Edge] = {}
+        self._edges: dict[tuple[str, str, int, int], Edge] = {}
         self._active: set[str] = set()
         self._in_clients: dict[str, int] = {}
 
@@ -238,10 +255,11 @@ class LateralDetector(Detector):
         pin, port = flows.pkts_in[idx].tolist(), flows.dst_port[idx].tolist()
         origin, offset = flows.origin[idx].tolist(), flows.offset[idx].tolist()
         for k in range(len(idx)):
-            key = (src[k], dst[k], int(svc[k]))
+            dyn = int(port[k]) if svc[k] == RPC_DYN else -1
+            key = (src[k], dst[k], int(svc[k]), dyn)
             e = self._edges.get(key)
             if e is None:
-                e = self._edges[key] = Edge(src[k], dst[k], int(svc[k]))
+                e = self._edges[key] = Edge(src[k], dst[k], int(svc[k]), dyn_port=dyn)
             e.conns += 1
             e.bytes_out += int(bo[k])
             e.bytes_in += int(bi[k])
@@ -256,7 +274,7 @@ class LateralDetector(Detector):
 
     # -- window protocol --------------------------------------------------------------------
     def close(self, window: Window) -> LateralWindow:
-        edges = sorted(self._edges.values(), key=lambda e: (e.src, e.dst, e.svc))
+        edges = sorted(self._edges.values(), key=lambda e: (e.src, e.dst, e.svc, e.dyn_port))
         out = LateralWindow(window, edges, sorted(self._active), dict(self._in_clients))
         self._edges, self._active, self._in_clients = {}, set(), {}
         return out
@@ -302,7 +320,7 @@ class LateralDetector(Detector):
             if e.src in flagged:
                 continue
             j = self._row(e.src)
-            key = _h64(f"{e.dst}|{e.svc}")
+            key = _h64(e.key)
             row = self.edge_keys[j]
             hit = np.flatnonzero(row == key)
             if len(hit):
@@ -353,9 +371,10 @@ class LateralDetector(Detector):
         t = int(features.window.index)
         if admin:
             names = sorted(admin)
-            self.fanout.learn(
-                self.fanout.ids(names), np.array([[len(admin[h])] for h in names], float), t=t
-            )
+            counts = np.array([[len(admin[h])] for h in names], float)
+            self.fanout.learn(self.fanout.ids(names), counts, t=t)
+            rows = np.array([self._row(h) for h in names], dtype=np.int64)
+            self.fan_max[rows] = np.maximum(self.fan_max[rows], counts[:, 0])
         if ldap:
             names = sorted(ldap)
             self.ldap.learn(self.ldap.ids(names), np.array([ldap[h] for h in names], float), t=t)
@@ -380,7 +399,7 @@ class LateralDetector(Detector):
 
     def known_edge(self, e: Edge) -> bool:
         j = self.index.get(e.src, -1)
-        return j >= 0 and bool(np.any(self.edge_keys[j] == _h64(f"{e.dst}|{e.svc}")))
+        return j >= 0 and bool(np.any(self.edge_keys[j] == _h64(e.key)))
 
     def used_service(self, host: str, svc: int) -> bool:
         j = self.index.get(host, -1)
@@ -389,6 +408,15 @@ class LateralDetector(Detector):
     def sources_of(self, dst: str, svc: int) -> int:
         """How many distinct sources were seen using ``svc`` on ``dst`` (network-wide)."""
         return self.popularity.get(_h64(f"{dst}|{svc}"), 0)
+
+    def sources_of_edge(self, e: Edge) -> int:
+        """How many distinct sources were seen on this edge's destination/service/endpoint."""
+        return self.popularity.get(_h64(e.key), 0)
+
+    def most_fanout(self, host: str) -> float:
+        """The most admin destinations the host reached in one learnt window."""
+        j = self.index.get(host, -1)
+        return float(self.fan_max[j]) if j >= 0 else 0.0
 
     def _row(self, host: str) -> int:
         j = self.index.get(host, -1)
@@ -402,6 +430,7 @@ class LateralDetector(Detector):
             self.first_seen = np.concatenate([self.first_seen, np.zeros(grow)])
             self.last_seen = np.concatenate([self.last_seen, np.zeros(grow)])
             self.svc_mask = np.concatenate([self.svc_mask, np.zeros(grow, np.int16)])
+            self.fan_max = np.concatenate([self.fan_max, np.zeros(grow, np.float32)])
             self.edge_keys = np.concatenate(
                 [self.edge_keys, np.zeros((grow, self.edge_cap), np.int64)]
             )
@@ -417,7 +446,7 @@ class LateralDetector(Detector):
             log.debug("lateral: evicting %d idle hosts", n - len(keep))
             self.names = [self.names[i] for i in keep.tolist()]
             self.index = {h: i for i, h in enumerate(self.names)}
-            for attr in ("first_seen", "last_seen", "svc_mask", "edge_keys", "edge_ts"):
+            for attr in ("first_seen", "last_seen", "svc_mask", "fan_max", "edge_keys", "edge_ts"):
                 setattr(self, attr, getattr(self, attr)[keep].copy())
         self.host_roles.evict(before)
         self.hours.evict(before)

@@ -1,0 +1,99 @@
+"""HostBehaviourDetector: shared HalfSpaceTrees over per-host deviation vectors."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+from river import anomaly
+
+from pipelines.detectors.base import Window
+from pipelines.detectors.host_behaviour import FEATURES, HostBehaviourDetector
+from pipelines.inject import merge
+from pipelines.records import DnsBatch, FlowBatch, HomeNetworks, annotate_direction
+from tests.test_lateral import DAY, T0, background, run_windows, windows, workstations
+
+
+def _burst(host: str, t: float, n: int = 60) -> FlowBatch:
+    """A host suddenly uploading to many new external hosts, with failures (exfil/scan-like)."""
+    b = FlowBatch.from_columns(
+        {
+            "ts_start": t + np.arange(n) * 4.0,
+            "ts_end": t + np.arange(n) * 4.0 + 1.0,
+            "src": [host] * n,
+            "dst": [f"198.51.100.{i}" for i in range(n)],
+            "dst_port": [443] * n,
+            "proto": [6] * n,
+            "bytes_out": [5_000_000] * n,
+            "bytes_in": [2000] * n,
+            "conn_state": ["SF" if i % 3 else "S0" for i in range(n)],
+            "origin": ["burst"] * n,
+            "offset": list(range(n)),
+        }
+    )
+    return annotate_direction(b, HomeNetworks.default())
+
+
+def test_background_is_quiet_and_a_burst_is_a_host_anomaly_with_its_score() -> None:
+    flows, dns = background(days=3, n_ws=8)
+    det = HostBehaviourDetector(warmup_windows=24)
+    assert run_windows([det], flows, dns) == []
+    assert isinstance(det.model, anomaly.HalfSpaceTrees) and det.learnt > det.window_size
+
+    victim = workstations(8)[2]
+    det = HostBehaviourDetector(warmup_windows=24)
+    found = run_windows([det], merge(flows, _burst(victim, T0 + 2 * DAY + 11 * 3600 + 30)), dns)
+    assert found, "burst not flagged"
+    assert {f.entity for f in found} == {victim}
+    f = found[0]
+    assert (f.kind, f.analytic, f.detector) == ("host_anomaly", "Learning", "host_behaviour")
+    assert f.facts["hst_score"] >= det.threshold and f.score == f.facts["hst_score"]
+    names = {e.name for e in f.evidence}
+    assert "host-behaviour score" in names and len(names & set(FEATURES)) >= det.min_features
+    assert "host-behaviour score" in f.sentence
+
+
+def test_entity_score_pure_score_pickle_and_params() -> None:
+    flows, dns = background(days=2, n_ws=6)
+    det = HostBehaviourDetector(warmup_windows=24, seed=3, n_trees=6, height=6, window_size=100)
+    assert det.params() == {
+        **det.params(),
+        "n_trees": 6,
+        "height": 6,
+        "window_size": 100,
+        "seed": 3,
+        "warmup_windows": 24,
+    }
+    run_windows([det], flows, dns)
+    ws = workstations(6)[0]
+    t = T0 + 2 * DAY + 10 * 3600
+    burst = _burst(ws, t)
+    w = Window.of(int(t // 300), 300.0)
+    det.ingest(burst, DnsBatch.empty(), w)
+    feats = det.close(w)
+    before = pickle.dumps(det)
+    clone = pickle.loads(before)
+    first = det.score(feats)
+    assert pickle.dumps(det) == before
+    feats2 = clone.close(w)  # nothing accumulated in the clone: re-ingest the same records
+    clone.ingest(burst, DnsBatch.empty(), w)
+    feats2 = clone.close(w)
+    assert [f.sentence for f in clone.score(feats2)] == [f.sentence for f in first]
+    det.learn(feats, first)
+    s = det.entity_score(ws)
+    assert s is not None and 0.0 <= s <= 1.0
+    assert det.entity_score("10.99.99.99") is None
+
+
+def test_deterministic_and_empty_windows_cheap() -> None:
+    flows, dns = background(days=2, n_ws=6)
+    a, b = HostBehaviourDetector(warmup_windows=12), HostBehaviourDetector(warmup_windows=12)
+    burst = _burst(workstations(6)[1], T0 + DAY + 15 * 3600)
+    fa = run_windows([a], merge(flows, burst), dns)
+    fb = run_windows([b], merge(flows, burst), dns)
+    assert [(f.entity, f.start, f.score) for f in fa] == [(f.entity, f.start, f.score) for f in fb]
+    size = a.nbytes()
+    last = max(w.index for w, _, _ in windows(flows, dns))
+    for i in range(last + 1, last + 2000):
+        assert a.process_window(Window.of(i, 300.0)) == []
+    assert a.nbytes() <= size + 4096
