@@ -146,3 +146,10 @@ def test_goflow2_pb_address_with_wrong_wire_type() -> None:
     )  # src_addr as a varint (found by fuzzing)
     r = Goflow2ProtobufDecoder().decode([Message(bytes([len(body)]) + body), Message(bad)])
     assert [d.reason for d in r.dead] == ["schema", "schema"]
+
+
+def test_goflow2_json_non_ip_flows_ignored() -> None:
+    arp = b'{"type":"SFLOW_5","time_received_ns":1,"bytes":60,"packets":1,"src_addr":"","dst_addr":"","etype":"ARP"}'
+    old = b'{"TimeReceived":1,"Bytes":60,"Packets":1,"SrcAddr":"","DstAddr":"","Etype":2054}'
+    r = Goflow2JsonDecoder().decode([Message(arp), Message(old), *_sample()[:1]])
+    assert r.ignored == 2 and not r.dead and len(r.flows) == 1

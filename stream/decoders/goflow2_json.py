@@ -3,7 +3,7 @@
 goflow2 v2 keys (``time_flow_start_ns``, ``src_addr``, ``proto`` as a name such as
 ``"TCP"``) and the older v1 keys (``TimeFlowStart`` in seconds, ``SrcAddr``, numeric
 ``Proto``) are both accepted. ``bytes``/``packets`` are multiplied by ``sampling_rate``
-(0 or absent means unsampled).
+(0 or absent means unsampled). Non-IP flows (``etype`` ARP, ...) are ``ignored``.
 
 >>> msg = (b'{"type":"IPFIX","time_received_ns":1707834881000000000,"sampling_rate":10,'
 ...        b'"sampler_address":"192.0.2.1","time_flow_start_ns":1707834880000000000,'
@@ -57,6 +57,7 @@ class _V2(msgspec.Struct, gc=False):
     src_port: Port = 0
     dst_port: Port = 0
     tcp_flags: Flags = 0
+    etype: int | str = 0
 
 
 class _V1(msgspec.Struct, gc=False):
@@ -73,6 +74,11 @@ class _V1(msgspec.Struct, gc=False):
     src_port: Port = msgspec.field(default=0, name="SrcPort")
     dst_port: Port = msgspec.field(default=0, name="DstPort")
     tcp_flags: Flags = msgspec.field(default=0, name="TCPFlags")
+    etype: int | str = msgspec.field(default=0, name="Etype")
+
+
+#: EtherTypes of IP flows (0: not reported); other flows (ARP, MPLS-only, ...) are ignored
+_IP_ETYPES = frozenset({0, 0x800, 0x86DD, "IPv4", "IPv6", "ipv4", "ipv6"})
 
 
 def _times(start: list[Any], end: list[Any], recv: list[Any], scale: float) -> tuple[Any, Any]:
@@ -114,10 +120,23 @@ class Goflow2JsonDecoder(Decoder):
         out = DecodeResult()
         v1: tuple[list[Any], list[Message]] = ([], [])
         recs, ok, out.dead = typed_decode(self._v2, messages, self.name, alt=self._v1, alt_out=v1)
+        if v1[0]:
+            v1 = self._ip_only(v1[0], v1[1], out)
+        recs, ok = self._ip_only(recs, ok, out)
         out.flows = self._columns(recs, ok, 1e-9, out.dead)
         if v1[0]:
             out.flows = FlowBatch.concat([out.flows, self._columns(v1[0], v1[1], 1.0, out.dead)])
         return out
+
+    @staticmethod
+    def _ip_only(
+        recs: list[Any], ok: list[Message], out: DecodeResult
+    ) -> tuple[list[Any], list[Message]]:
+        if set(column(recs, "etype")) <= _IP_ETYPES:
+            return recs, ok
+        keep = [i for i, r in enumerate(recs) if r.etype in _IP_ETYPES]
+        out.ignored += len(recs) - len(keep)
+        return [recs[i] for i in keep], [ok[i] for i in keep]
 
     def _columns(
         self, recs: list[Any], ok: list[Message], scale: float, dead: list[DeadLetter]
