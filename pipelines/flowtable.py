@@ -45,48 +45,18 @@ __all__ = ["DnsPairer", "FlowTable", "conn_state", "service_names"]
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
+#: responder port -> service name, per IP protocol (Zeek-style names)
+_SERVICE_SPEC = {
+    6: "53 dns 80 http 8080 http 8000 http 443 ssl 8443 ssl 445 smb 139 smb 135 dce_rpc 3389 rdp "
+    "22 ssh 389 ldap 636 ldap 3268 ldap 3269 ldap 88 kerberos 5985 winrm 5986 winrm 25 smtp 21 ftp 23 telnet",
+    17: "53 dns 123 ntp 88 kerberos 389 ldap 137 netbios 138 netbios 3389 rdp 67 dhcp 68 dhcp 443 quic "
+    "5353 dns 161 snmp",
+}
 _SERVICES: dict[tuple[int, int], str] = {}
-for _p, _names in {
-    6: {
-        53: "dns",
-        80: "http",
-        8080: "http",
-        8000: "http",
-        443: "ssl",
-        8443: "ssl",
-        445: "smb",
-        139: "smb",
-        135: "dce_rpc",
-        3389: "rdp",
-        22: "ssh",
-        389: "ldap",
-        636: "ldap",
-        3268: "ldap",
-        3269: "ldap",
-        88: "kerberos",
-        5985: "winrm",
-        5986: "winrm",
-        25: "smtp",
-        21: "ftp",
-        23: "telnet",
-    },
-    17: {
-        53: "dns",
-        123: "ntp",
-        88: "kerberos",
-        389: "ldap",
-        137: "netbios",
-        138: "netbios",
-        3389: "rdp",
-        67: "dhcp",
-        68: "dhcp",
-        443: "quic",
-        5353: "dns",
-        161: "snmp",
-    },
-}.items():
-    for _port, _name in _names.items():
-        _SERVICES[(_p, _port)] = _name
+for _p, _spec in _SERVICE_SPEC.items():
+    _words = _spec.split()
+    for _num, _name in zip(_words[::2], _words[1::2], strict=True):
+        _SERVICES[(_p, int(_num))] = _name
 
 # per-proto lookup tables: port -> service name
 _SERVICE_TABLE = {p: np.full(65536, "", dtype=object) for p in (6, 17)}
@@ -195,7 +165,6 @@ class FlowTable:
         close_linger: float = 5.0,
         max_flows: int = 200_000,
         sensor: str = "",
-        max_iterations: int = 64,
     ) -> None:
         self.active_timeout = active_timeout
         self.idle_timeout = idle_timeout
@@ -203,7 +172,6 @@ class FlowTable:
         self.close_linger = close_linger
         self.max_flows = max_flows
         self.sensor = sensor
-        self.max_iterations = max_iterations
         self.addr_ids: dict[str, int] = {}
         self.addrs: list[str] = []
         self.open: dict[str, np.ndarray] = {c: np.empty(0, dtype=_DTYPES[c]) for c in _COLS}
@@ -328,26 +296,25 @@ class FlowTable:
         fin_lo = (r["f_lo"] & FIN) > 0
         fin_hi = (r["f_hi"] & FIN) > 0
         rst = ((r["f_lo"] | r["f_hi"]) & RST) > 0
-        for it in range(self.max_iterations + 1):
-            start = np.maximum.accumulate(np.where(bound, idx, 0))
+        start = np.maximum.accumulate(np.where(bound, idx, 0))
 
-            def seen(mask: np.ndarray, start: np.ndarray = start) -> np.ndarray:
-                return np.maximum.accumulate(np.where(mask, idx, -1)) >= start
+        def seen(mask: np.ndarray) -> np.ndarray:
+            return np.maximum.accumulate(np.where(mask, idx, -1)) >= start
 
-            closed = seen(rst) | (seen(fin_lo) & seen(fin_hi))
-            cand = np.zeros(n, dtype=bool)
-            cand[1:] = closed[:-1] & ((gap[1:] > self.close_linger) | syn[1:])
-            cand |= (r["t1"] - r["t0"][start]) > self.active_timeout
-            cand &= ~bound
-            if not cand.any():
-                break
-            if it < self.max_iterations:
-                seg = start[cand]
-                _, first = np.unique(seg, return_index=True)
-                cand_idx = np.flatnonzero(cand)[first]
-                bound[cand_idx] = True
-            else:
-                bound |= cand
+        closed = seen(rst) | (seen(fin_lo) & seen(fin_hi))
+        cand = np.zeros(n, dtype=bool)
+        cand[1:] = closed[:-1] & ((gap[1:] > self.close_linger) | syn[1:])
+        cand |= (r["t1"] - r["t0"][start]) > self.active_timeout
+        cand &= ~bound
+        if cand.any():
+            # A segment with one candidate is final once split there (state only resets).
+            # Segments with several are rescanned row by row: each split resets the state.
+            segs, counts = np.unique(start[cand], return_counts=True)
+            single = np.isin(start, segs[counts == 1]) & cand
+            bound |= single
+            for seg in segs[counts > 1].tolist():
+                stop = int(np.searchsorted(start, seg, side="right"))
+                self._rescan(seg, stop, bound, r, gap, syn, fin_lo, fin_hi, rst)
         starts = np.flatnonzero(bound)
         agg: dict[str, np.ndarray] = {}
         for c in ("lo", "lo_port", "hi", "hi_port", "proto", "orig_lo", "origin", "offset"):
@@ -379,6 +346,32 @@ class FlowTable:
         if len(self.addrs) > max(4 * self.max_flows, 1 << 20):
             self._compact()
         return out
+
+    def _rescan(
+        self,
+        lo: int,
+        hi: int,
+        bound: np.ndarray,
+        r: dict[str, np.ndarray],
+        gap: np.ndarray,
+        syn: np.ndarray,
+        fin_lo: np.ndarray,
+        fin_hi: np.ndarray,
+        rst: np.ndarray,
+    ) -> None:
+        """Exact sequential splitting of rows ``lo:hi`` (one pre-split segment)."""
+        t0, t1 = r["t0"][lo:hi].tolist(), r["t1"][lo:hi].tolist()
+        g, sy = gap[lo:hi].tolist(), syn[lo:hi].tolist()
+        fl, fh, rs = fin_lo[lo:hi].tolist(), fin_hi[lo:hi].tolist(), rst[lo:hi].tolist()
+        first, a, b, c = t0[0], fl[0], fh[0], rs[0]
+        for i in range(1, hi - lo):
+            if ((c or (a and b)) and (g[i] > self.close_linger or sy[i])) or t1[
+                i
+            ] - first > self.active_timeout:
+                bound[lo + i] = True
+                first, a, b, c = t0[i], fl[i], fh[i], rs[i]
+            else:
+                a, b, c = a or fl[i], b or fh[i], c or rs[i]
 
     def _emit(self, a: dict[str, np.ndarray]) -> FlowBatch:
         if len(a["t0"]) == 0:

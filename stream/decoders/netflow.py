@@ -41,14 +41,20 @@ from typing import Any, ClassVar
 
 from pipelines.records import FlowBatch
 from stream.decoders.base import MAX_MESSAGE_BYTES, DeadLetter, Decoder, DecodeResult, Message
-from stream.decoders.netflow_fields import V5_RECORD, VARIABLE, Template, TemplateError
+from stream.decoders.netflow_fields import (
+    V5_RECORD,
+    VARIABLE,
+    Template,
+    TemplateError,
+    flow_times,
+    inline_rates,
+)
 
 __all__ = ["NetflowDecoder", "Template"]
 
 log = logging.getLogger(__name__)
 
 COUNTER_MAX = 1 << 46
-NTP_EPOCH = 2_208_988_800
 _V5 = struct.Struct(V5_RECORD[0])
 _V5_HDR = struct.Struct("!HHIIIIBBH")
 _V5_ROLES = {name: i for i, name in enumerate(V5_RECORD[1])}
@@ -332,28 +338,30 @@ class NetflowDecoder(Decoder):
         cache = self._v4
         if len(cache) > 1_000_000:
             cache.clear()
-        out = []
-        for v in values:
-            s = cache.get(v)
-            if s is None:
-                s = cache[v] = (
-                    sys.intern(socket.inet_ntoa(v.to_bytes(4, "big"))) if 0 <= v < 1 << 32 else ""
-                )
-            out.append(s)
+        get = cache.get
+        out = [get(v, "") for v in values]
+        if "" in out:
+            for i, v in enumerate(values):
+                if not out[i]:
+                    s = (
+                        sys.intern(socket.inet_ntoa(v.to_bytes(4, "big")))
+                        if 0 <= v < 1 << 32
+                        else ""
+                    )
+                    out[i] = cache[v] = s
         return out
 
     def _v6s(self, values: Sequence[bytes]) -> list[str]:
         cache = self._v6
         if len(cache) > 1_000_000:
             cache.clear()
-        out = []
-        for v in values:
-            s = cache.get(v)
-            if s is None:
-                s = cache[v] = (
-                    sys.intern(socket.inet_ntop(socket.AF_INET6, v)) if len(v) == 16 else ""
-                )
-            out.append(s)
+        get = cache.get
+        out = [get(v, "") for v in values]
+        if "" in out:
+            for i, v in enumerate(values):
+                if not out[i]:
+                    s = sys.intern(socket.inet_ntop(socket.AF_INET6, v)) if len(v) == 16 else ""
+                    out[i] = cache[v] = s
         return out
 
     def _v5(self, data: bytes, msg: Message, exporter: str, out: dict[str, list[Any]]) -> None:
@@ -393,7 +401,7 @@ class NetflowDecoder(Decoder):
         self.stats["options_records"] = self.stats.get("options_records", 0) + n
         if "init_ms" in r:
             self.init_ms[(exporter, domain)] = cols[r["init_ms"]][-1]
-        rates = self._inline_rates(r, cols, n)
+        rates = inline_rates(r, cols, n)
         if rates is None:
             return
         sid_col = (
@@ -407,50 +415,6 @@ class NetflowDecoder(Decoder):
             sid = sid_col[i] if sid_col is not None else None
             self.samplers[(exporter, domain, sid)] = rate
             self.samplers[(exporter, domain, None)] = rate
-
-    @staticmethod
-    def _inline_rates(r: dict[str, int], cols: list[Any], n: int) -> list[int] | None:
-        if "packet_interval" in r:
-            iv = cols[r["packet_interval"]]
-            sp = cols[r["packet_space"]] if "packet_space" in r else [0] * n
-            return [max(1, (a + b) // a) if a > 0 else 1 for a, b in zip(iv, sp, strict=True)]
-        for role in ("sampling_interval", "sampler_random_interval"):
-            if role in r:
-                return [max(1, v) for v in cols[r[role]]]
-        return None
-
-    def _times(
-        self, r: dict[str, int], cols: list[Any], ctx: tuple[Any, ...], which: str, n: int
-    ) -> list[float] | None:
-        export, uptime = ctx[1], ctx[2]
-        if f"ms_{which}" in r:
-            return [v / 1000.0 for v in cols[r[f"ms_{which}"]]]
-        if f"s_{which}" in r:
-            return [float(v) for v in cols[r[f"s_{which}"]]]
-        for role in (f"us_{which}", f"ns_{which}"):
-            if role in r:
-                return [
-                    (v >> 32) - NTP_EPOCH + (v & 0xFFFFFFFF) / 4294967296.0 for v in cols[r[role]]
-                ]
-        if f"dus_{which}" in r:
-            return [export - v / 1e6 for v in cols[r[f"dus_{which}"]]]
-        if f"up_{which}" in r:
-            vals = cols[r[f"up_{which}"]]
-            if uptime is not None:
-                out = []
-                for v in vals:
-                    d = (uptime - v) & 0xFFFFFFFF
-                    if d >= 1 << 31:
-                        d -= 1 << 32
-                    out.append(export - d / 1000.0)
-                return out
-            init = cols[r["init_ms"]] if "init_ms" in r else None
-            if init is not None:
-                return [(a + v) / 1000.0 for a, v in zip(init, vals, strict=True)]
-            base = self.init_ms.get((ctx[3], ctx[4]))
-            if base is not None:
-                return [(base + v) / 1000.0 for v in vals]
-        return None
 
     def _emit(
         self,
@@ -484,7 +448,7 @@ class NetflowDecoder(Decoder):
         if fixed_rate is not None:
             rates = [fixed_rate] * n
         else:
-            inline = self._inline_rates(r, cols, n)
+            inline = inline_rates(r, cols, n)
             if inline is not None:
                 rates = inline
             elif "sampler_id" in r or "selector_id" in r:
@@ -493,8 +457,9 @@ class NetflowDecoder(Decoder):
                 rates = [self.samplers.get((exporter, domain, s), default) for s in sids]
             else:
                 rates = [self.samplers.get((exporter, domain, None), 1)] * n
-        t0 = self._times(r, cols, ctx, "start", n)
-        t1 = self._times(r, cols, ctx, "end", n)
+        base = self.init_ms.get((exporter, domain))
+        t0 = flow_times(r, cols, ctx[1], ctx[2], base, "start")
+        t1 = flow_times(r, cols, ctx[1], ctx[2], base, "end")
         if t1 is None:
             t1 = t0 if t0 is not None else [ctx[1]] * n
         if t0 is None:
@@ -503,10 +468,16 @@ class NetflowDecoder(Decoder):
         rflags = col("rflags")
         if rflags is not None:
             flags = [a | b for a, b in zip(flags, rflags, strict=True)]
-        out_b = [a * k for a, k in zip(nbytes, rates, strict=True)]
-        out_p = [a * k for a, k in zip(npkts, rates, strict=True)]
-        in_b = [a * k for a, k in zip(rbytes, rates, strict=True)] if rbytes is not None else zeros
-        in_p = [a * k for a, k in zip(rpkts, rates, strict=True)] if rpkts is not None else zeros
+
+        def scaled(values: list[int] | None) -> list[int]:
+            if values is None:
+                return zeros
+            if unsampled:
+                return values
+            return [a * k for a, k in zip(values, rates, strict=True)]
+
+        unsampled = rates.count(1) == n
+        out_b, out_p, in_b, in_p = scaled(nbytes), scaled(npkts), scaled(rbytes), scaled(rpkts)
         if max(max(out_b), max(out_p), max(in_b), max(in_p)) > COUNTER_MAX:
             raise TemplateError(
                 "bad_value", f"counter above {COUNTER_MAX} from exporter {exporter}"

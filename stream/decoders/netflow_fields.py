@@ -38,6 +38,8 @@ __all__ = [
     "VARIABLE",
     "Template",
     "TemplateError",
+    "flow_times",
+    "inline_rates",
 ]
 
 REVERSE_PEN = 29305
@@ -250,3 +252,66 @@ class Template:
         state = dict(self.__dict__)
         state["_struct"] = None
         return state
+
+
+NTP_EPOCH = 2_208_988_800
+
+
+def inline_rates(r: dict[str, int], cols: list[Any], n: int) -> list[int] | None:
+    """Sampling rate per record from sampling elements in the records, if any.
+
+    >>> inline_rates({"packet_interval": 0, "packet_space": 1}, [[1, 10], [99, 0]], 2)
+    [100, 1]
+    """
+    if "packet_interval" in r:
+        iv = cols[r["packet_interval"]]
+        sp = cols[r["packet_space"]] if "packet_space" in r else [0] * n
+        return [max(1, (a + b) // a) if a > 0 else 1 for a, b in zip(iv, sp, strict=True)]
+    for role in ("sampling_interval", "sampler_random_interval"):
+        if role in r:
+            return [max(1, v) for v in cols[r[role]]]
+    return None
+
+
+def flow_times(
+    r: dict[str, int],
+    cols: list[Any],
+    export: float,
+    uptime: int | None,
+    init_ms: int | None,
+    which: str,
+) -> list[float] | None:
+    """Flow start or end (``which``) in epoch seconds from whichever time element is present.
+
+    ``uptime`` is the v5/v9 header sysUptime (ms); IPFIX sysUpTime-relative elements use
+    systemInitTimeMilliseconds from the record or from options data (``init_ms``).
+
+    >>> flow_times({"up_start": 0}, [[9_000]], 100.0, 10_000, None, "start")
+    [99.0]
+    >>> flow_times({"ms_end": 0}, [[1_500]], 100.0, None, None, "end")
+    [1.5]
+    """
+    if f"ms_{which}" in r:
+        return [v / 1000.0 for v in cols[r[f"ms_{which}"]]]
+    if f"s_{which}" in r:
+        return [float(v) for v in cols[r[f"s_{which}"]]]
+    for role in (f"us_{which}", f"ns_{which}"):
+        if role in r:
+            return [(v >> 32) - NTP_EPOCH + (v & 0xFFFFFFFF) / 4294967296.0 for v in cols[r[role]]]
+    if f"dus_{which}" in r:
+        return [export - v / 1e6 for v in cols[r[f"dus_{which}"]]]
+    if f"up_{which}" in r:
+        vals = cols[r[f"up_{which}"]]
+        if uptime is not None:
+            out = []
+            for v in vals:
+                d = (uptime - v) & 0xFFFFFFFF
+                if d >= 1 << 31:
+                    d -= 1 << 32
+                out.append(export - d / 1000.0)
+            return out
+        if "init_ms" in r:
+            return [(a + v) / 1000.0 for a, v in zip(cols[r["init_ms"]], vals, strict=True)]
+        if init_ms is not None:
+            return [(init_ms + v) / 1000.0 for v in vals]
+    return None

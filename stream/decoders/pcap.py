@@ -65,30 +65,35 @@ class CaptureFormatError(ValueError):
     """The bytes are not a pcap/pcapng capture."""
 
 
-def _walk_pcap(
-    data: bytes, pos: int, endian: str, limit: int
-) -> tuple[list[int], list[int], list[int], list[int], int, bool]:
-    hdr = struct.Struct(endian + "IIII").unpack_from
-    offs: list[int] = []
-    caps: list[int] = []
-    secs: list[int] = []
-    fracs: list[int] = []
+def _walk_pcap(data: bytes, pos: int, endian: str, limit: int) -> tuple[list[int], int, bool]:
+    """Record header positions from ``pos`` (at most ``limit``); the fields are read later, vectorised."""
+    u32 = struct.Struct(endian + "I").unpack_from
+    heads: list[int] = []
+    add = heads.append
     n = len(data)
-    count = 0
-    while pos + 16 <= n and count < limit:
-        s, f, incl, _orig = hdr(data, pos)
-        if incl > MAX_RECORD:
-            return offs, caps, secs, fracs, pos, True
+    for _ in range(limit):
+        if pos + 16 > n:
+            break
+        (incl,) = u32(data, pos + 8)
         nxt = pos + 16 + incl
         if nxt > n:
+            if incl > MAX_RECORD:
+                return heads, pos, True
             break
-        offs.append(pos + 16)
-        caps.append(incl)
-        secs.append(s)
-        fracs.append(f)
+        add(pos)
         pos = nxt
-        count += 1
-    return offs, caps, secs, fracs, pos, False
+    return heads, pos, False
+
+
+def _pcap_headers(
+    data: bytes, heads: list[int], endian: str, scale: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frame offsets, captured lengths, times) from record header positions."""
+    pos = np.asarray(heads, dtype=np.int64)
+    raw = np.frombuffer(data, dtype=np.uint8)[pos[:, None] + np.arange(12)]
+    fields = raw.view(np.dtype(endian + "u4")).reshape(-1, 3).astype(np.int64)
+    ts = fields[:, 0].astype(np.float64) + fields[:, 1].astype(np.float64) * scale
+    return pos + 16, fields[:, 2], ts
 
 
 class _Pcapng:
@@ -209,19 +214,23 @@ def iter_capture(
     pos, eof, index = 0, False, 0
     while True:
         if ng is None:
-            offs, caps, secs, fracs, pos, bad = _walk_pcap(data, pos, endian, chunk)
+            heads, pos, bad = _walk_pcap(data, pos, endian, chunk)
             lts: Any = linktype
-            ts = np.asarray(secs, dtype=np.float64) + np.asarray(fracs, dtype=np.float64) * scale
+            if heads:
+                offs, caps, ts = _pcap_headers(data, heads, endian, scale)
+            else:
+                offs = caps = ts = np.zeros(0, dtype=np.int64)
         else:
-            offs, caps, lt_list, ts_list, pos, bad = ng.walk(data, pos, chunk)
+            off_list, cap_list, lt_list, ts_list, pos, bad = ng.walk(data, pos, chunk)
+            offs, caps = np.asarray(off_list, dtype=np.int64), np.asarray(cap_list, dtype=np.int64)
             lts = np.asarray(lt_list, dtype=np.int64)
             ts = np.asarray(ts_list, dtype=np.float64)
-        if offs:
+        if len(offs):
             k = len(offs)
             yield RawChunk(
                 data,
-                np.asarray(offs, dtype=np.int64),
-                np.asarray(caps, dtype=np.int64),
+                offs,
+                caps,
                 lts,
                 ts,
                 np.arange(index, index + k, dtype=np.int64),
