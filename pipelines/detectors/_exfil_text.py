@@ -121,7 +121,7 @@ def pair_facts(det: ExfilDetector, r: int, now: float) -> dict[str, Any]:
         "upload_download_ratio": round(float(P.out[r]) / max(float(P.inb[r]), 1.0), 1),
         "hourly_upload_cv": round(math.sqrt(var) / mean, 2) if mean > 0 else None,
         "cusum_bytes": float(P.cusum[r]),
-        "domain": det.domains.get(dst, ""),
+        "domain": str(det.domains.get(dst, "")).rstrip(".").lower(),
     }
 
 

@@ -16,7 +16,9 @@ least 1/``recurring_ratio`` of today's volume to on an earlier day — so a nigh
 
 **Drip to a new, rare destination** (slow exfiltration). Per (host, destination) a
 one-sided CUSUM accumulates upload bytes to destinations that are *new* (first seen,
-network-wide, after the host finished its warm-up) and *rare* (at most ``rare_hosts``
+network-wide, more than ``new_after_hours`` after the host itself was first seen — what
+it contacts in its first hours is its standing set; this is shorter than the alerting
+warm-up so that a drip starting right when the host turns warm still counts) and *rare* (at most ``rare_hosts``
 internal hosts contact them), weighted by upload/download asymmetry; it drains by
 ``cusum_k`` bytes per hour, so ordinary small uploads never add up, and fires at
 ``cusum_h``. A per-host CUSUM over the same bytes catches drips spread over many such
@@ -29,7 +31,7 @@ destinations per host, ``max_destinations`` network-wide (LRU), a 169-slot ring 
 
 >>> det = ExfilDetector()
 >>> det.params()["cusum_h"]
-12000000.0
+8000000.0
 >>> det.process_window(Window.of(0, 300.0))
 []
 """
@@ -37,6 +39,7 @@ destinations per host, ``max_destinations`` network-wide (LRU), a 169-slot ring 
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -94,13 +97,14 @@ class ExfilDetector(Detector):
         horizons_hours: Sequence[int] = (1, 6, 24, 168),
         horizon_warmups: Sequence[int] = (24, 4, 3, 4),
         warmup_hours: float = 24.0,
+        new_after_hours: float = 12.0,
         z_threshold: float = 3.0,
         peer_z_threshold: float = 3.0,
         min_bytes: Sequence[float] = (2e8, 3e8, 5e8, 2e9),
         record_ratio: float = 2.0,
         recurring_ratio: float = 10.0,
         cusum_k: float = 2.5e5,
-        cusum_h: float = 1.2e7,
+        cusum_h: float = 8e6,
         host_cusum_h: float = 3e7,
         min_pair_conns: int = 20,
         rare_hosts: int = 2,
@@ -121,6 +125,7 @@ class ExfilDetector(Detector):
         self.horizons_hours = tuple(horizons_hours)
         self.horizon_warmups = tuple(horizon_warmups)
         self.warmup_hours = warmup_hours
+        self.new_after_hours = new_after_hours
         self.z_threshold = z_threshold
         self.peer_z_threshold = peer_z_threshold
         self.min_bytes = tuple(min_bytes)
@@ -180,20 +185,20 @@ class ExfilDetector(Detector):
         self.h_emit_win = np.concatenate([self.h_emit_win, np.full(g, -(10**9), np.int64)])
 
     def _ingest_dns(self, dns: DnsBatch) -> None:
+        """Remember which name last resolved to each address (A/AAAA answers; capped)."""
         keep = (dns.answers_n > 0) & ((dns.qtype == 1) | (dns.qtype == 28))
         if not keep.any():
             return
         cache = self.domains
-        for q, ans in zip(dns.query[keep].tolist(), dns.answers[keep].tolist(), strict=True):
-            if not ans:
-                continue
-            for ip in str(ans).split(","):
-                ip = ip.strip()
-                if ip:
-                    cache.pop(ip, None)
-                    cache[ip] = str(q).rstrip(".").lower()
-        while len(cache) > self.dns_cache:
-            del cache[next(iter(cache))]
+        answers, queries = dns.answers[keep].tolist(), dns.query[keep].tolist()
+        cache.update((a, q) for a, q in zip(answers, queries, strict=True) if a and "," not in a)
+        for a, q in zip(answers, queries, strict=True):
+            if a and "," in a:
+                cache.update((ip.strip(), q) for ip in a.split(",") if ip.strip())
+        over = len(cache) - self.dns_cache
+        if over > 0:  # oldest insertions first
+            for ip in list(itertools.islice(cache, over)):
+                del cache[ip]
 
     def ingest(self, flows: FlowBatch, dns: DnsBatch, window: Window) -> None:
         if len(dns):
@@ -308,8 +313,9 @@ class ExfilDetector(Detector):
         hrow = P.host[prow]
         first_dst, nh = self.dsts.stats(P.dst[prow].tolist())
         first = np.fmin(first_dst, P.first_ts[prow])
-        warm_at = (self.hz.first_hour[hrow] + self.warmup_hours) * 3600.0
-        new_rare = (first >= warm_at) & (nh <= self.rare_hosts)
+        known_until = (self.hz.first_hour[hrow] + self.new_after_hours) * 3600.0
+        new_rare = (first >= known_until) & (nh <= self.rare_hosts)
+        host_warm = self.hz.warm(hrow, f.hour, self.warmup_hours)
         ratio = P.out[prow] / (P.inb[prow] + 1.0)
         asym = np.clip((ratio - 1.0) / max(self.asym_min - 1.0, 1e-9), 0.0, 1.0)
         x = np.where(new_rare, f.w_out * asym, 0.0)
@@ -317,7 +323,7 @@ class ExfilDetector(Detector):
         s0 = np.maximum(P.cusum[prow] - k * np.maximum(win.end - P.cusum_t[prow], 0.0), 0.0)
         s1 = np.where(x > 0, s0 + x, s0)
         ok = (P.conns[prow] >= self.min_pair_conns) | (s1 >= 8 * self.cusum_h)
-        fire = new_rare & (s1 >= self.cusum_h) & ok
+        fire = new_rare & host_warm & (s1 >= self.cusum_h) & ok
         grown = P.out[prow] >= np.maximum(P.emitted[prow] * self.reemit_growth, 1.0)
         pair_emit = prow[fire & grown].tolist()
         # host-wide CUSUM over bytes to new rare destinations (drips over many destinations)
@@ -327,7 +333,8 @@ class ExfilDetector(Detector):
         s_host = hs0 + xs
         host_emit: dict[int, float] = {}
         for h, s in zip(h_rows.tolist(), s_host.tolist(), strict=True):
-            if s >= self.host_cusum_h and s >= self.h_emit[h] * self.reemit_growth:
+            warm_h = bool(self.hz.warm(np.array([h]), f.hour, self.warmup_hours)[0])
+            if warm_h and s >= self.host_cusum_h and s >= self.h_emit[h] * self.reemit_growth:
                 slots = P.host_slots[h]
                 slots = slots[slots >= 0]
                 cur = P.cusum[slots].copy()
