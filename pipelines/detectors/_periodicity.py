@@ -38,6 +38,7 @@ Sub-scores, each in ``[0, 1]`` (1 = perfectly regular):
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -133,17 +134,17 @@ def _histogram_scores(ts: np.ndarray) -> tuple[float, float, int]:
     if span <= 0:
         return 0.0, 0.0, bins
     pos = np.minimum(((ts - ts[0]) * (bins / span)).astype(np.int64), bins - 1)
-    counts = np.bincount(pos, minlength=bins)
-    mean = counts.mean()
-    cv_score = 1.0 - min(1.0, float(counts.std() / mean)) if mean > 0 else 0.0
-    nz = counts[counts > 0]
-    values, freq = np.unique(nz, return_counts=True)
-    order = np.argsort(-freq, kind="stable")
-    m1 = values[order[0]]
-    modes = [m1]
-    if len(order) > 1 and abs(int(values[order[1]]) - int(m1)) <= max(1, round(0.25 * int(m1))):
-        modes.append(values[order[1]])
-    hits = int(np.isin(counts, modes).sum())
+    counts = np.bincount(pos, minlength=bins).tolist()
+    mean = sum(counts) / bins
+    var = sum((c - mean) ** 2 for c in counts) / bins
+    cv_score = 1.0 - min(1.0, var**0.5 / mean) if mean > 0 else 0.0
+    freq = Counter(c for c in counts if c > 0)
+    ranked = sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))
+    m1 = ranked[0][0]
+    modes = {m1}
+    if len(ranked) > 1 and abs(ranked[1][0] - m1) <= max(1, round(0.25 * m1)):
+        modes.add(ranked[1][0])
+    hits = sum(1 for c in counts if c in modes)
     if bins >= 12:
         hits += 1  # forgive one outlier bin on long histograms
     bimodal = min(1.0, hits / bins)

@@ -32,7 +32,7 @@ standard for any common service), T1071 otherwise; T1041 when the channel also u
 >>> b = FlowBatch.from_columns({"ts_start": t, "ts_end": t + 1, "src": ["10.0.0.5"] * 30,
 ...     "dst": ["198.51.100.7"] * 30, "dst_port": [8443] * 30, "proto": [6] * 30,
 ...     "bytes_out": [900] * 30, "bytes_in": [1500] * 30, "src_inside": [True] * 30})
->>> det = BeaconDetector()
+>>> det = BeaconDetector(warmup_seconds=0)
 >>> w = Window.of(int(t[-1] // 3600), 3600.0)
 >>> det.ingest(b, DnsBatch.empty(), w)
 >>> [(f.kind, f.episode, round(f.facts["period_s"])) for f in det.process_window(w)]
@@ -130,10 +130,13 @@ class BeaconDetector(Detector):
         merge_gap: float = 0.5,
         max_missed: float = 0.3,
         fold_min: int = 20,
-        prevalence_free: int = 3,
-        prevalence_full: int = 10,
+        prevalence_free: int = 2,
+        prevalence_full: int = 6,
+        prevalence_free_fraction: float = 0.05,
+        prevalence_full_fraction: float = 0.2,
         prevalence_horizon: float = 7 * 86_400.0,
         prevalence_score: float = 0.6,
+        prevalence_checkins: int = 6,
         reemit_seconds: float = 3600.0,
         max_scored: int = 2000,
         prefilter_madm: float = 0.45,
@@ -143,6 +146,8 @@ class BeaconDetector(Detector):
         upload_bytes: float = 5e6,
         track_domains: bool = True,
         name_map_size: int = 50_000,
+        warmup_seconds: float = 1800.0,
+        max_hosts: int = 200_000,
         allow_hosts: tuple[str, ...] = (),
         allow_destinations: tuple[str, ...] = (),
         allow_domains: tuple[str, ...] = (),
@@ -159,8 +164,11 @@ class BeaconDetector(Detector):
         self.fold_min = fold_min
         self.prevalence_free = prevalence_free
         self.prevalence_full = prevalence_full
+        self.prevalence_free_fraction = prevalence_free_fraction
+        self.prevalence_full_fraction = prevalence_full_fraction
         self.prevalence_horizon = prevalence_horizon
         self.prevalence_score = prevalence_score
+        self.prevalence_checkins = prevalence_checkins
         self.reemit_seconds = reemit_seconds
         self.max_scored = max_scored
         self.prefilter_madm = prefilter_madm
@@ -170,6 +178,9 @@ class BeaconDetector(Detector):
         self.upload_bytes = upload_bytes
         self.track_domains = track_domains
         self.name_map_size = name_map_size
+        self.warmup_seconds = warmup_seconds
+        self.max_hosts = max_hosts
+        self.hosts: dict[str, float] = {}  # internal host -> first time seen (warm-up)
         self.allow_hosts = tuple(allow_hosts)
         self.allow_destinations = tuple(allow_destinations)
         self.allow_domains = tuple(d.lower().strip(".") for d in allow_domains)
@@ -203,7 +214,26 @@ class BeaconDetector(Detector):
         while len(names) > self.name_map_size:
             names.pop(next(iter(names)))
 
+    def _see_hosts(self, flows: FlowBatch, dns: DnsBatch) -> None:
+        hosts = self.hosts
+        for ips, ts in (
+            (flows.src[flows.src_inside], flows.ts_start[flows.src_inside]),
+            (dns.src, dns.ts),
+        ):
+            if len(ips) == 0:
+                continue
+            first = float(ts.min())
+            for ip in set(ips.tolist()) - hosts.keys():
+                hosts[ip] = first
+        while len(hosts) > self.max_hosts:
+            hosts.pop(next(iter(hosts)))
+
+    def _warm(self, host: str, window: Window) -> bool:
+        first = self.hosts.get(host)
+        return first is not None and window.end - first >= self.warmup_seconds
+
     def ingest(self, flows: FlowBatch, dns: DnsBatch, window: Window) -> None:
+        self._see_hosts(flows, dns)
         if self.track_domains and len(dns):
             self._learn_names(dns)
         if not len(flows):
@@ -263,7 +293,8 @@ class BeaconDetector(Detector):
             if evicted:
                 for r in [r for r in self.domain_ips if t.keys[r] is None]:
                     del self.domain_ips[r]
-        dirty = [r for r in self.dirty if t.keys[r] is not None and t.fill[r] >= self.min_checkins]
+        least = min(self.min_checkins, self.prevalence_checkins)
+        dirty = [r for r in self.dirty if t.keys[r] is not None and t.fill[r] >= least]
         self.dirty = set()
         if dirty:
             d = np.array(dirty, dtype=np.int64)
@@ -274,7 +305,7 @@ class BeaconDetector(Detector):
         positions, self.positions = self.positions, {}
         rows = np.array(sorted(dirty), dtype=np.int64)
         count, ratio = t.dispersion(rows, self.merge_gap)
-        rows = rows[(count >= self.min_checkins - 1) & (ratio <= self.prefilter_madm)]
+        rows = rows[(count >= least - 1) & (ratio <= self.prefilter_madm)]
         if len(rows) > self.max_scored:
             rows = np.sort(rows[np.argsort(-t.n[rows], kind="stable")[: self.max_scored]])
         t.scored[rows] = t.n[rows]
@@ -285,7 +316,7 @@ class BeaconDetector(Detector):
             reg = regularity(
                 ts, sz, merge_gap=self.merge_gap, max_missed=self.max_missed, fold_min=self.fold_min
             )
-            if reg["checkins"] < self.min_checkins:
+            if reg["checkins"] < least:
                 continue
             src, target, port = t.keys[r]  # type: ignore[misc]
             pairs.append(
@@ -319,7 +350,7 @@ class BeaconDetector(Detector):
 
     def _loosely_periodic(self, reg: dict[str, Any]) -> bool:
         return bool(
-            reg["checkins"] >= self.min_checkins
+            reg["checkins"] >= self.prevalence_checkins
             and reg["score"] >= self.prevalence_score
             and reg["ts_cv"] <= 0.6
         )
@@ -351,10 +382,9 @@ class BeaconDetector(Detector):
             same = self._same_schedule(self.prevalence.get(key, {}), p["src"], period, now)
             same |= self._same_schedule(current[key], p["src"], period, now)
             hosts = len(same) + 1
-            free, full = self.prevalence_free, max(self.prevalence_full, self.prevalence_free + 1)
-            discount = 1.0 if hosts <= free else max(0.0, 1.0 - (hosts - free) / (full - free))
+            discount = self._discount(hosts)
             final = p["reg"]["score"] * discount
-            if final < self.threshold or self._allowed(p):
+            if final < self.threshold or self._allowed(p) or not self._warm(p["src"], window):
                 continue
             if p["emitted"] > now - self.reemit_seconds:
                 continue
@@ -362,6 +392,19 @@ class BeaconDetector(Detector):
                 continue  # the (src, dst IP) series already covers a single-address name
             findings.append(self._finding(p, final, hosts - 1, discount))
         return findings
+
+    def _discount(self, hosts: int) -> float:
+        """Prevalence discount for ``hosts`` internal hosts (self included) on the same schedule."""
+        if hosts < 2:
+            return 1.0
+        free, full = self.prevalence_free, max(self.prevalence_full, self.prevalence_free + 1)
+        absolute = 1.0 if hosts <= free else max(0.0, 1.0 - (hosts - free) / (full - free))
+        frac = hosts / max(1, len(self.hosts))
+        f_free, f_full = self.prevalence_free_fraction, max(self.prevalence_full_fraction, 1e-9)
+        relative = (
+            1.0 if frac <= f_free else max(0.0, 1.0 - (frac - f_free) / max(f_full - f_free, 1e-9))
+        )
+        return min(absolute, relative)
 
     def _allowed(self, p: dict[str, Any]) -> bool:
         if _in(p["src"], self._allow_h):

@@ -30,7 +30,7 @@ the encoded and unusual-type shares of unique names.
 >>> names = [f"{i:04d}{'k7q2xz9w4m' * 3}.t.example.org" for i in range(40)]
 >>> d = DnsBatch.from_columns({"ts": np.arange(40.0), "src": ["10.0.0.9"] * 40, "dst": ["10.0.0.53"] * 40,
 ...                            "query": names, "qtype": [16] * 40, "rcode": [0] * 40})
->>> det = DnsTunnelDetector()
+>>> det = DnsTunnelDetector(warmup_seconds=0)
 >>> det.ingest(FlowBatch.empty(), d, Window(0, 0.0, 300.0))
 >>> [(f.kind, f.entity, f.domain) for f in det.process_window(Window(0, 0.0, 300.0))]
 [('dns_tunnel', '10.0.0.9', 'example.org')]
@@ -113,6 +113,8 @@ class DnsTunnelDetector(Detector):
         reemit_seconds: float = 3600.0,
         max_pending: int = 100_000,
         include_private_suffixes: bool = True,
+        warmup_seconds: float = 1800.0,
+        max_hosts: int = 200_000,
         allow_hosts: tuple[str, ...] = (),
         allow_domains: tuple[str, ...] = (),
     ) -> None:
@@ -132,104 +134,138 @@ class DnsTunnelDetector(Detector):
         self.reemit_seconds = reemit_seconds
         self.max_pending = max_pending
         self.include_private_suffixes = include_private_suffixes
+        self.warmup_seconds = warmup_seconds
+        self.max_hosts = max_hosts
+        self.hosts: dict[str, float] = {}  # internal host -> first time seen (warm-up)
         self.allow_hosts = tuple(allow_hosts)
         self.allow_domains = tuple(d.lower().strip(".") for d in allow_domains)
         self.splitter = DomainSplitter(include_private=include_private_suffixes)
         self.acc: dict[tuple[str, str], dict[str, Any]] = {}
         self.state: dict[tuple[str, str], dict[str, Any]] = {}
         self.pending: dict[tuple[str, str], tuple[float, str]] = {}
+        self.resolvers: dict[
+            str, None
+        ] = {}  # internal hosts other internal hosts query (ordered set)
         self.dropped = 0
         self.last_evict = -math.inf
 
     # ------------------------------------------------------------------ ingest
+    def _see_hosts(self, flows: FlowBatch, dns: DnsBatch) -> None:
+        hosts = self.hosts
+        for ips, ts in (
+            (flows.src[flows.src_inside], flows.ts_start[flows.src_inside]),
+            (dns.src, dns.ts),
+        ):
+            if len(ips) == 0:
+                continue
+            first = float(ts.min())
+            for ip in set(ips.tolist()) - hosts.keys():
+                hosts[ip] = first
+        while len(hosts) > self.max_hosts:
+            hosts.pop(next(iter(hosts)))
+
+    def _warm(self, host: str, window: Window) -> bool:
+        first = self.hosts.get(host)
+        return first is not None and window.end - first >= self.warmup_seconds
+
     def ingest(self, flows: FlowBatch, dns: DnsBatch, window: Window) -> None:
+        self._see_hosts(flows, dns)
         if len(flows) and self.pending:
             pend = self.pending
             for key in set(zip(flows.src.tolist(), flows.dst.tolist(), strict=True)):
                 pend.pop(key, None)
         if len(dns):
+            fwd = dns.src_inside & dns.dst_inside & (dns.src != dns.dst)
+            if fwd.any():
+                res = self.resolvers
+                for ip in set(dns.dst[fwd].tolist()):
+                    res.pop(ip, None)
+                    res[ip] = None
+                while len(res) > 4096:
+                    res.pop(next(iter(res)))
             self._ingest_dns(dns)
 
     def _ingest_dns(self, dns: DnsBatch) -> None:
         f = query_features(dns.query, self.splitter, self.min_len, self.min_label, self.min_entropy)
         ok = (
-            (f["reg"] != "")
-            & np.array([bool(s) for s in f["sub"]], dtype=bool)
-            & ~np.isin(f["reg"], ("in-addr.arpa", "ip6.arpa"))
+            (f["reg"] != "") & (f["sub_len"] > 0) & ~np.isin(f["reg"], ("in-addr.arpa", "ip6.arpa"))
         )
         self._pending_lookups(dns, f["reg"])
         if not ok.any():
             return
         idx = np.flatnonzero(ok)
-        src = dns.src[idx]
-        reg = f["reg"][idx]
-        codes, _uniq = factorize(
-            np.array(
-                [f"{s}|{r}" for s, r in zip(src.tolist(), reg.tolist(), strict=True)], dtype=object
-            )
-        )
-        order = np.argsort(codes, kind="stable")
-        bounds = np.flatnonzero(np.diff(codes[order])) + 1
-        names = dns.query[idx]
-        hashes = hash64([str(q) for q in names.tolist()])
+        src, reg = dns.src[idx], f["reg"][idx]
+        keys = list(zip(src.tolist(), reg.tolist(), strict=True))
+        codes, uniq = factorize(np.array([f"{s}|{r}" for s, r in keys], dtype=object))
         unusual = np.isin(dns.qtype[idx], UNUSUAL_QTYPES) | (dns.qtype[idx] >= 256)
         enc = f["encoded"][idx]
-        ts = dns.ts[idx]
-        for group in np.split(order, bounds):
-            i0 = int(group[0])
-            key = (str(src[i0]), str(reg[i0]))
+        nx = dns.rcode[idx] == 3
+        # only pairs with a signal in this batch, or already open in this window, are accumulated
+        sig = np.bincount(codes, weights=(enc | unusual | nx), minlength=len(uniq)) > 0
+        first_row = np.full(len(uniq), -1, dtype=np.int64)
+        first_row[codes[::-1]] = np.arange(len(codes))[::-1]
+        gkeys = [keys[i] for i in first_row.tolist()]
+        keep_g = np.array(
+            [bool(sg) or k in self.acc for sg, k in zip(sig.tolist(), gkeys, strict=True)]
+        )
+        if not keep_g.any():
+            return
+        sel = np.flatnonzero(keep_g[codes])
+        order = sel[np.argsort(codes[sel], kind="stable")]
+        c = codes[order]
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        rows = idx[order]
+        sub_len, ent = f["sub_len"][rows], f["entropy"][rows]
+        e, u = enc[order], unusual[order]
+        answered = (dns.answers[rows] != "") & np.isin(dns.qtype[rows], (1, 28))
+        ts = dns.ts[rows]
+        sums = {
+            "q": np.diff(np.r_[starts, len(order)]),
+            "nx": np.add.reduceat(nx[order].astype(np.int64), starts),
+            "len": np.add.reduceat(sub_len.astype(np.float64), starts),
+            "ent": np.add.reduceat(ent, starts),
+            "enc_bytes": np.add.reduceat(np.where(e, sub_len, 0), starts),
+            "answered": np.add.reduceat(answered.astype(np.int64), starts),
+            "sig": np.add.reduceat((e | u).astype(np.int64), starts),
+        }
+        t_min, t_max = np.minimum.reduceat(ts, starts), np.maximum.reduceat(ts, starts)
+        hashes = hash64([str(q) for q in dns.query[rows].tolist()])
+        bounds = np.r_[starts, len(order)].tolist()
+        for gi in range(len(starts)):
+            lo, hi = bounds[gi], bounds[gi + 1]
+            key = gkeys[int(c[lo])]
             acc = self.acc.get(key)
             if acc is None:
                 if len(self.acc) >= self.max_window_pairs:
-                    self.dropped += len(group)
+                    self.dropped += hi - lo
                     continue
                 acc = self.acc[key] = _new_acc()
-            self._accumulate(acc, group, idx, dns, f, hashes, unusual, enc, ts)
-            if enc[group].any() or unusual[group].any():
-                self._track(key, group, hashes, enc, ts, f["sub_len"][idx])
+            for name in ("q", "nx", "enc_bytes", "answered"):
+                acc[name] += int(sums[name][gi])
+            acc["len"] += float(sums["len"][gi])
+            acc["ent"] += float(sums["ent"][gi])
+            acc["first"] = min(acc["first"], float(t_min[gi]))
+            acc["last"] = max(acc["last"], float(t_max[gi]))
+            self._sets(acc, hashes[lo:hi], e[lo:hi], u[lo:hi])
+            self._samples(acc, dns, rows[lo:hi], (e | u)[lo:hi])
+            if sums["sig"][gi]:
+                self._track(key, hashes[lo:hi], e[lo:hi], ts[lo:hi], sub_len[lo:hi])
 
-    def _accumulate(
-        self,
-        acc: dict[str, Any],
-        g: np.ndarray,
-        idx: np.ndarray,
-        dns: DnsBatch,
-        f: dict[str, Any],
-        hashes: np.ndarray,
-        unusual: np.ndarray,
-        enc: np.ndarray,
-        ts: np.ndarray,
-    ) -> None:
-        rows = idx[g]
-        acc["q"] += len(g)
+    def _sets(self, acc: dict[str, Any], h: np.ndarray, e: np.ndarray, u: np.ndarray) -> None:
         cap = self.set_cap
-        h = hashes[g].tolist()
-        for target, mask in (
-            (acc["uniq"], None),
-            (acc["enc"], enc[g]),
-            (acc["unusual"], unusual[g]),
-        ):
-            vals = h if mask is None else [x for x, m in zip(h, mask.tolist(), strict=True) if m]
-            if len(target) < cap:
-                target.update(vals[: cap - len(target)])
-        new_enc = enc[g]
-        acc["enc_bytes"] += int(f["sub_len"][rows][new_enc].sum())
-        acc["nx"] += int((dns.rcode[rows] == 3).sum())
-        acc["len"] += float(f["sub_len"][rows].sum())
-        acc["ent"] += float(f["entropy"][rows].sum())
-        acc["answered"] += int(
-            ((dns.answers[rows] != "") & np.isin(dns.qtype[rows], (1, 28))).sum()
-        )
-        acc["first"] = min(acc["first"], float(ts[g].min()))
-        acc["last"] = max(acc["last"], float(ts[g].max()))
+        for target, vals in ((acc["uniq"], h), (acc["enc"], h[e]), (acc["unusual"], h[u])):
+            if len(target) < cap and len(vals):
+                target.update(vals[: cap - len(target)].tolist())
+
+    def _samples(
+        self, acc: dict[str, Any], dns: DnsBatch, rows: np.ndarray, sig: np.ndarray
+    ) -> None:
         qt = acc["qtypes"]
-        for t_, c in zip(*np.unique(dns.qtype[rows], return_counts=True), strict=True):
+        for t_, n_ in zip(*np.unique(dns.qtype[rows], return_counts=True), strict=True):
             if len(qt) < 16 or int(t_) in qt:
-                qt[int(t_)] = qt.get(int(t_), 0) + int(c)
+                qt[int(t_)] = qt.get(int(t_), 0) + int(n_)
         if len(acc["examples"]) < 5:
-            pick = rows[np.argsort(~(new_enc | unusual[g]), kind="stable")][
-                : 5 - len(acc["examples"])
-            ]
+            pick = rows[np.argsort(~sig, kind="stable")][: 5 - len(acc["examples"])]
             for r in pick.tolist():
                 q = str(dns.query[r])
                 acc["examples"].append(q if len(q) <= 60 else q[:57] + "...")
@@ -240,13 +276,12 @@ class DnsTunnelDetector(Detector):
     def _track(
         self,
         key: tuple[str, str],
-        g: np.ndarray,
         hashes: np.ndarray,
         enc: np.ndarray,
         ts: np.ndarray,
         sub_len: np.ndarray,
     ) -> None:
-        hour = int(float(ts[g].max()) // 3600)
+        hour = int(float(ts.max()) // 3600)
         st = self.state.get(key)
         if st is None:
             if len(self.state) >= self.max_pairs:
@@ -260,12 +295,11 @@ class DnsTunnelDetector(Detector):
             st["hll"][:] = 0
             st["hour_bytes"] = 0
             st["hour"] = hour
-        e = g[enc[g]]
-        if len(e):
-            hll_update(st["hll"], np.zeros(len(e), dtype=np.int64), hashes[e], _HLL_P)
-            st["hour_bytes"] += int(sub_len[e].sum())
-        st["last"] = max(st["last"], float(ts[g].max()))
-        st["first"] = min(st["first"], float(ts[g].min()))
+        if enc.any():
+            hll_update(st["hll"], np.zeros(int(enc.sum()), dtype=np.int64), hashes[enc], _HLL_P)
+            st["hour_bytes"] += int(sub_len[enc].sum())
+        st["last"] = max(st["last"], float(ts.max()))
+        st["first"] = min(st["first"], float(ts.min()))
 
     def _pending_lookups(self, dns: DnsBatch, reg: np.ndarray) -> None:
         m = (dns.answers != "") & np.isin(dns.qtype, (1, 28)) & (dns.rcode <= 0)
@@ -367,16 +401,33 @@ class DnsTunnelDetector(Detector):
 
     def score(self, features: dict[str, Any]) -> list[Finding]:
         now = features["window"].end
-        findings = []
+        hot = []
         for p in features["pairs"]:
             ratios = self._ratios(p)
             top = max(ratios, key=lambda k: ratios[k])
-            ratio = ratios[top]
-            if ratio < 1.0 or self._allowed(p):
+            if (
+                ratios[top] >= 1.0
+                and not self._allowed(p)
+                and self._warm(p["src"], features["window"])
+            ):
+                hot.append((p, ratios, top))
+        # a resolver forwarding a client's tunnel is reported on the client's finding
+        clients: dict[str, list[str]] = {}
+        for p, _r, _t in hot:
+            if p["src"] not in self.resolvers:
+                clients.setdefault(p["domain"], []).append(p["src"])
+        forwarders: dict[str, list[str]] = {}
+        findings = []
+        for p, ratios, top in hot:
+            if p["src"] in self.resolvers and p["domain"] in clients:
+                forwarders.setdefault(p["domain"], []).append(p["src"])
                 continue
-            if p["emitted"] > now - self.reemit_seconds and ratio < 2 * p["emitted_ratio"]:
+            if p["emitted"] > now - self.reemit_seconds and ratios[top] < 2 * p["emitted_ratio"]:
                 continue
             findings.append(self._finding(p, ratios, top, now))
+        for f in findings:
+            if f.domain in forwarders:
+                f.facts["forwarded_by"] = sorted(forwarders[f.domain])
         return findings
 
     def _finding(
