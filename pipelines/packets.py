@@ -341,7 +341,9 @@ def _name(data: bytes, pos: int) -> tuple[str, int]:
             raise ValueError("name too long")
         parts.append(data[pos + 1 : nxt])
         pos = nxt
-    name = b".".join(parts).decode("ascii", "replace").lower()
+    name = b".".join(parts).decode(
+        "latin-1"
+    )  # case and raw bytes kept: tunnels encode data in both
     return name, (after if after >= 0 else pos)
 
 
