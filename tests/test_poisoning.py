@@ -3,7 +3,9 @@
 The attacker raises one workstation's outbound volume by 10 % a day for 14 days (3.8× in
 the end) and then uploads a large archive. The adaptive baselines follow a slow ramp by
 design; the frozen reference does not, so the host's drift relative to its peers is
-reported as ``baseline_drift``, and the baseline never silently absorbs the change.
+reported as ``baseline_drift``, and the baseline never silently absorbs the change; the
+final upload is alerted by the exfil detector through the engine (with the host-behaviour
+score attached to the incident).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import numpy as np
 
 from pipelines.detectors.base import Finding
 from pipelines.detectors.drift import DriftMonitor
+from pipelines.detectors.exfil import ExfilDetector
 from pipelines.detectors.host_behaviour import HostBehaviourDetector
+from pipelines.engine import Engine, EngineConfig
 from pipelines.records import DnsBatch, FlowBatch, HomeNetworks, annotate_direction
 from tests.test_lateral import run_windows
 
@@ -71,20 +75,31 @@ def _drift(found: list[Finding]) -> list[Finding]:
 
 
 def test_ramp_is_reported_as_baseline_drift_and_not_absorbed() -> None:
+    """Through the engine, with the exfil detector: the drift and the final upload are alerted."""
     days = REF_DAYS + RAMP_DAYS + 2
     flows = office(days, ramp={VICTIM: 1.10}, exfil_day=days - 1)
     det = HostBehaviourDetector(warmup_windows=20)
-    found = run_windows([det], flows, DnsBatch.empty(), length=3600.0)
-    drift = _drift(found)
+    eng = Engine(EngineConfig(window=300.0, lateness=120.0), detectors=[ExfilDetector(), det])
+    alerts = []
+    for d in range(days):
+        day = (flows.ts_start >= T0 + d * DAY) & (flows.ts_start < T0 + (d + 1) * DAY)
+        alerts += eng.process(flows.take(day), DnsBatch.empty())
+    alerts += eng.flush()
+    assert {a.entity for a in alerts} == {VICTIM}, [a.sentence for a in alerts]
+    drift = [a for a in alerts if a.kind == "baseline_drift"]
     assert drift, "the slow ramp was silently absorbed"
-    assert {f.entity for f in drift} == {VICTIM}
-    first = min(f.start for f in drift)
+    first = min(a.start for a in drift)
     assert (
         first < T0 + (REF_DAYS + RAMP_DAYS) * DAY
     )  # reported during the ramp, before the exfiltration
     f = drift[0]
     assert f.facts["feature"] in ("bytes_out", "bytes_in") and f.facts["atlas"] == "AML.T0020"
     assert f.facts["adaptive"] > 1.5 * f.facts["reference"]
+    exfil = [a for a in alerts if a.kind == "exfiltration"]
+    assert exfil and exfil[0].start >= T0 + (days - 2) * DAY
+    assert (
+        exfil[0].host_score is not None and exfil[0].host_score >= det.threshold
+    )  # host_behaviour raises it
     # the frozen reference never moved
     ids = det.drift.daily.known([VICTIM])
     assert float(det.drift.daily.reference(ids)[0, 0]) < 1.3 * float(
