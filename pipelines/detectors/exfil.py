@@ -85,6 +85,7 @@ class _Scored:
     s_host: np.ndarray
     host_emit: dict[int, float]  # host row -> observed value reported
     pair_emit: list[int]
+    firing: list[int]  # hosts whose volume horizons fire (emitted or not)
 
 
 class ExfilDetector(Detector):
@@ -165,7 +166,7 @@ class ExfilDetector(Detector):
         self.h_cusum = np.zeros(n)
         self.h_cusum_t = np.zeros(n)
         self.h_emit = np.zeros(n)
-        self.h_emit_win = np.full(n, -(10**9), dtype=np.int64)
+        self.h_fire_win = np.full(n, -(10**9), dtype=np.int64)
         self._w_pairs: list[np.ndarray] = []
         self._w_hosts: list[np.ndarray] = []
 
@@ -182,7 +183,7 @@ class ExfilDetector(Detector):
         self.h_cusum = np.concatenate([self.h_cusum, np.zeros(g)])
         self.h_cusum_t = np.concatenate([self.h_cusum_t, np.zeros(g)])
         self.h_emit = np.concatenate([self.h_emit, np.zeros(g)])
-        self.h_emit_win = np.concatenate([self.h_emit_win, np.full(g, -(10**9), np.int64)])
+        self.h_fire_win = np.concatenate([self.h_fire_win, np.full(g, -(10**9), np.int64)])
 
     def _ingest_dns(self, dns: DnsBatch) -> None:
         """Remember which name last resolved to each address (A/AAAA answers; capped)."""
@@ -344,6 +345,7 @@ class ExfilDetector(Detector):
                 if float(cur.max(initial=0.0)) < self.cusum_h / 2:  # spread, no single pair
                     host_emit[h] = -s  # negative: a CUSUM value, not a horizon total
         # volume horizons
+        firing: list[int] = []
         if len(f.hosts):
             s = self.hz.score(f.hosts, f.hour, f.frac, np.zeros(len(f.hosts)))
             warm = self.hz.warm(f.hosts, f.hour, self.warmup_hours)[:, None] & s.warm
@@ -366,10 +368,12 @@ class ExfilDetector(Detector):
                 if not ok_h or self._recurring(r, win.end):
                     continue
                 obs = float(s.obs[i, ok_h].max())
-                recent = win.index - self.h_emit_win[r] < self.reemit_windows
-                if obs >= self.h_emit[r] * self.reemit_growth or not recent:
+                firing.append(r)
+                # a new episode after reemit_windows quiet windows, else only when it grows
+                fresh = win.index - self.h_fire_win[r] > self.reemit_windows
+                if fresh or obs >= self.h_emit[r] * self.reemit_growth:
                     host_emit[r] = obs
-        return _Scored(s1, x, new_rare, h_rows, s_host, host_emit, pair_emit)
+        return _Scored(s1, x, new_rare, h_rows, s_host, host_emit, pair_emit, firing)
 
     def _recurring(self, h: int, now: float) -> bool:
         """Most of the host's recent upload goes to a destination it already sent a
@@ -416,7 +420,7 @@ class ExfilDetector(Detector):
                 P.cols["emitted"][r] = P.out[r]
             for h, val in sc.host_emit.items():
                 self.h_emit[h] = abs(val)
-                self.h_emit_win[h] = f.window.index
+            self.h_fire_win[sc.firing] = f.window.index
         if len(f.pairs):
             P.w_origin[f.pairs] = None
             P.cols["w_offset"][f.pairs] = -1
