@@ -363,3 +363,11 @@ def test_warmup_pickle_and_pure_score() -> None:
     det.process_window(w)
     assert det.entities() >= 1000
     assert (det.nbytes() - base) / 1000 < 2500  # bytes of state per host
+
+
+def test_pinned_admin_role_is_not_alerted_for_new_edges() -> None:
+    ws = workstations()[0]
+    t = T0 + 3 * DAY + 11 * 3600
+    rdp = _attack([(t, ws, SERVERS[1], 3389, 90_000, 400_000)])
+    assert _run_with(rdp, roles={ws: "admin_workstation"}) == []
+    assert len(_run_with(rdp)) == 1

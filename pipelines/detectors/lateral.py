@@ -168,7 +168,7 @@ class LateralDetector(Detector):
         self.off_hours_share = off_hours_share
         self.utc_offset_hours = utc_offset_hours
         self.idle_days = idle_days
-        self.roles = dict(roles) if roles else None
+        self.roles = roles
         # per-host state (rows of the arrays below)
         self.index: dict[str, int] = {}
         self.names: list[str] = []
