@@ -7,8 +7,9 @@ Sub-scores, each in ``[0, 1]`` (1 = perfectly regular):
   on short series; callers gate on it). Gaps longer than ``max_fold`` periods are
   *outages* (host off) and are left out. Missed check-ins are tolerated by *folding*:
   when at most ``max_missed`` of the gaps are ~k× the median period (k ≥ 2) and there are
-  at least ``fold_min`` gaps, they are divided by their multiple if that lowers the CV
-  (Poisson traffic has ~35 % such gaps, so folding cannot make it look periodic).
+  at least ``fold_min`` gaps and at most 10 % of the gaps are shorter than half a period,
+  they are divided by their multiple if that lowers the CV (Poisson traffic has ~35 %
+  multiple gaps and ~29 % short ones, so folding cannot make it look periodic).
   ``halves`` is the ratio of the median gap of the first and second half of the series.
 * **size** (``ds``): the same two statistics on bytes per check-in.
 * **histogram**: connection starts binned over the pair's observed span
@@ -86,7 +87,7 @@ def merge_bursts(ts: np.ndarray, sizes: np.ndarray, gap: float) -> tuple[np.ndar
 
 
 def _interval_scores(
-    iat: np.ndarray, max_missed: float, max_fold: int, fold_min: int
+    iat: np.ndarray, max_missed: float, max_fold: int, fold_min: int, max_early: float = 0.1
 ) -> dict[str, Any]:
     skew, madm, period = bowley_madm(iat)
     if period <= 0:
@@ -108,7 +109,8 @@ def _interval_scores(
     mean = float(used.mean())
     cv = float(used.std() / mean) if mean > 0 else 1.0
     folded = False
-    if 0 < missed <= max_missed and len(used) >= fold_min:
+    early = float((used < 0.5 * period).mean())  # Poisson: ~29 %, a beacon: ~0
+    if 0 < missed <= max_missed and len(used) >= fold_min and early <= max_early:
         f = used / ku
         f_cv = float(f.std() / f.mean())
         if f_cv < cv:

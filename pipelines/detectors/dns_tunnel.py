@@ -43,9 +43,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from pipelines.detectors._dns_finding import tunnel_finding
 from pipelines.detectors._dnsfeatures import UNUSUAL_QTYPES, query_features
 from pipelines.detectors._sketch import hash64, hll_estimate, hll_update
-from pipelines.detectors.base import Detector, Evidence, Finding, Window
+from pipelines.detectors.base import Detector, Finding, Window
 from pipelines.domains import DomainSplitter
 from pipelines.records import DnsBatch, FlowBatch
 from pipelines.sketches import factorize
@@ -170,10 +171,6 @@ class DnsTunnelDetector(Detector):
 
     def ingest(self, flows: FlowBatch, dns: DnsBatch, window: Window) -> None:
         self._see_hosts(flows, dns)
-        if len(flows) and self.pending:
-            pend = self.pending
-            for key in set(zip(flows.src.tolist(), flows.dst.tolist(), strict=True)):
-                pend.pop(key, None)
         if len(dns):
             fwd = dns.src_inside & dns.dst_inside & (dns.src != dns.dst)
             if fwd.any():
@@ -184,6 +181,12 @@ class DnsTunnelDetector(Detector):
                 while len(res) > 4096:
                     res.pop(next(iter(res)))
             self._ingest_dns(dns)
+        if (
+            len(flows) and self.pending
+        ):  # after the lookups of this call: same-window connections count
+            pend = self.pending
+            for key in set(zip(flows.src.tolist(), flows.dst.tolist(), strict=True)):
+                pend.pop(key, None)
 
     def _ingest_dns(self, dns: DnsBatch) -> None:
         f = query_features(dns.query, self.splitter, self.min_len, self.min_label, self.min_entropy)
@@ -424,121 +427,11 @@ class DnsTunnelDetector(Detector):
                 continue
             if p["emitted"] > now - self.reemit_seconds and ratios[top] < 2 * p["emitted_ratio"]:
                 continue
-            findings.append(self._finding(p, ratios, top, now))
+            findings.append(tunnel_finding(self, p, ratios, top, now))
         for f in findings:
             if f.domain in forwarders:
                 f.facts["forwarded_by"] = sorted(forwarders[f.domain])
         return findings
-
-    def _finding(
-        self, p: dict[str, Any], ratios: dict[str, float], top: str, now: float
-    ) -> Finding:
-        ratio = ratios[top]
-        shape = max(p["enc"], p["unusual"]) / max(1, p["uniq"])
-        score = min(1.0, 0.55 + 0.15 * math.log2(ratio) + 0.3 * shape)
-        slow = top == "slow"
-        nx_ratio = p["nx"] / max(1, p["q"])
-        noconn_ratio = min(1.0, p["noconn"] / max(1, p["answered"])) if p["answered"] else 0.0
-        qtypes = ", ".join(f"{k}:{v}" for k, v in p["qtypes"].items())
-        examples = ", ".join(p["examples"][:3])
-        what = "slow DNS exfiltration" if slow else "DNS tunnel"
-        span = max(0.0, p["last"] - p["first"])
-        sentence = (
-            f"{p['src']} sent {p['q']} queries for {p['uniq']} unique names under {p['domain']} in {span:.0f} s "
-            f"({p['enc']} encoded-looking, {p['unusual']} of unusual record types [{qtypes}], mean sub-domain "
-            f"{p['mean_len']:.0f} chars at {p['mean_ent']:.1f} bits/char, {p['enc_bytes']} B encoded in names; "
-            f"{p['hour_enc']} encoded names this hour, {p['persist']} busy hours in 48 h), e.g. {examples}."
-        )
-        evidence = [
-            Evidence("unique_subdomains", float(p["uniq"]), 1.0, 0.0, "names", "per window"),
-            Evidence(
-                "encoded_names",
-                float(p["enc"]),
-                float(self.burst_encoded),
-                0.0,
-                "names",
-                "burst threshold per window",
-            ),
-            Evidence(
-                "unusual_qtype_names",
-                float(p["unusual"]),
-                float(self.burst_unusual),
-                0.0,
-                "names",
-                "TXT/NULL/CNAME/MX/KEY/ANY/private per window",
-            ),
-            Evidence("name_length", p["mean_len"], 10.0, 0.0, "chars", "typical sub-domain"),
-            Evidence("name_entropy", p["mean_ent"], 2.5, 0.0, "bits/char", "typical host names"),
-            Evidence("encoded_bytes", float(p["enc_bytes"]), 0.0, 0.0, "bytes", "per window"),
-            Evidence(
-                "hour_encoded_names",
-                float(p["hour_enc"]),
-                float(self.hour_encoded),
-                0.0,
-                "names",
-                "hourly threshold (HyperLogLog estimate)",
-            ),
-            Evidence(
-                "busy_hours_48h",
-                float(p["persist"]),
-                float(self.slow_hours),
-                0.0,
-                "hours",
-                f"hours with >= {self.slow_hour_min} encoded names",
-            ),
-            Evidence("nxdomain_ratio", nx_ratio, 0.05, 0.0, "ratio", "typical"),
-            Evidence(
-                "no_connection_ratio",
-                noconn_ratio,
-                0.2,
-                0.0,
-                "ratio",
-                "A/AAAA answers never connected to",
-            ),
-        ]
-        attacks = ("T1071.004", "T1572", "T1048.003") if not slow else ("T1071.004", "T1048.003")
-        severity = 4 if score >= 0.85 else 3
-        return Finding(
-            detector=self.name,
-            kind=self.kind,
-            entity=p["src"],
-            episode=p["domain"],
-            start=p["first"],
-            end=p["last"],
-            score=float(score),
-            severity_id=severity,
-            confidence=round(100 * score),
-            attacks=attacks,
-            title=f"{what[0].upper() + what[1:]} via {p['domain']}",
-            sentence=sentence,
-            evidence=evidence,
-            facts={
-                "trigger": top,
-                "ratios": {k: round(v, 3) for k, v in ratios.items()},
-                "queries": p["q"],
-                "unique_names": p["uniq"],
-                "encoded_names": p["enc"],
-                "unusual_names": p["unusual"],
-                "encoded_bytes": p["enc_bytes"],
-                "hour_encoded_names": p["hour_enc"],
-                "hour_encoded_bytes": p["hour_bytes"],
-                "busy_hours_48h": p["persist"],
-                "nxdomain": p["nx"],
-                "answered": p["answered"],
-                "no_connection": p["noconn"],
-                "qtypes": p["qtypes"],
-                "examples": list(p["examples"]),
-                "score": round(score, 3),
-            },
-            src=p["src"],
-            dst=(),
-            dst_ports=(53,),
-            domain=p["domain"],
-            direction="outbound",
-            count=p["q"],
-            positions=p["positions"],
-            analytic="Statistical",
-        )
 
     def learn(self, features: dict[str, Any], findings: list[Finding]) -> None:
         now = features["window"].end
