@@ -441,12 +441,30 @@ def dns_payloads(
     rows = np.flatnonzero(is_dns & (cols.payload_len > 0))
     if not len(rows):
         return out
-    mv = memoryview(buf)
+    data_all = buf if isinstance(buf, bytes) else bytes(buf)
     protos = cols.proto[rows].tolist()
     starts = cols.l4_off[rows].tolist()
     ends = cols.l4_end[rows].tolist()
+    qcache: dict[bytes, tuple[str, int]] = cache if cache is not None else {}
+    get, find, unpack = qcache.get, data_all.find, _HDR.unpack_from
     for row, pr, a, z in zip(rows.tolist(), protos, starts, ends, strict=True):
-        data = bytes(mv[a:z])
+        if pr == 17 and z - a >= 17:
+            # fast path: header + cached question; full parse only for new names and A/AAAA answers
+            ident, fl, qd, an, _ns, _ar = unpack(data_all, a)
+            zero = find(b"\x00", a + 12, z)
+            got = (
+                get(data_all[a + 12 : zero + 5]) if qd == 1 and zero > 0 and zero + 5 <= z else None
+            )
+            if got is not None and (an == 0 or not fl & 0x8000 or got[1] not in (1, 28)):
+                out.append(
+                    (
+                        row,
+                        DnsMessage(ident, bool(fl & 0x8000), fl & 0xF, got[0], got[1], an, ()),
+                        z - a,
+                    )
+                )
+                continue
+        data = data_all[a:z]
         if pr == 6:
             if len(data) < 14:
                 continue
@@ -454,5 +472,5 @@ def dns_payloads(
             if size + 2 > len(data):
                 continue
             data = data[2 : 2 + size]
-        out.append((row, parse_dns(data, cache=cache), len(data)))
+        out.append((row, parse_dns(data, cache=qcache), len(data)))
     return out
