@@ -64,7 +64,7 @@ def beacon_finding(
     upload = p["bytes_out"] >= det.upload_bytes and p["bytes_out"] > p["bytes_in"]
     if upload:
         attacks.append("T1041")
-    is_domain = bool(p["domain_ips"])
+    is_domain = bool(p["is_domain"])
     dom = p["target"] if is_domain else det.names.get(p["target"], ("", ""))[1]
     dsts = p["domain_ips"] if is_domain else (p["target"],)
     where = f"{p['target']}:{port}" + (f" ({p['name']})" if p["name"] and not is_domain else "")
@@ -174,6 +174,7 @@ def beacon_finding(
         },
         "size_median": round(reg["size_median"], 1),
         "name": p["name"],
+        "series": "domain" if is_domain else "address",
     }
     title = ("Periodic failed connections" if storm else "Beaconing") + f" to {where}"
     return Finding(

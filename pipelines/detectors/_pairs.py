@@ -9,8 +9,8 @@ established series out). Row bytes: ``ring × 12`` (float64 time + float32 size)
 
 >>> t = PairTable(ring=4, max_pairs=2)
 >>> rows = t.rows([("a", "x", 1), ("a", "x", 1), ("b", "y", 2)], now=10.0)
->>> rows.tolist()
-[0, 0, 1]
+>>> rows.tolist(), t.last_fresh
+([0, 0, 1], [0, 1])
 >>> t.append(rows, np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0]), np.zeros(3), np.zeros(3),
 ...          np.zeros(3, bool))
 >>> t.series(0)
@@ -64,6 +64,7 @@ class PairTable:
         self.free: list[int] = []
         self.evicted = 0
         self.dropped = 0
+        self.last_fresh: list[int] = []  # rows allocated by the last rows() call
         self._alloc(0)
 
     def _alloc(self, cap: int) -> None:
@@ -134,6 +135,7 @@ class PairTable:
         index = self.index
         out = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
         missing = out < 0
+        self.last_fresh = []
         if not missing.any():
             return out
         new = list(dict.fromkeys(k for k, m in zip(keys, missing.tolist(), strict=True) if m))
@@ -163,6 +165,7 @@ class PairTable:
             fresh.append(r)
         if fresh:
             self._reset(np.array(fresh, dtype=np.int64), now)
+        self.last_fresh = fresh
         return np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
     def append(

@@ -226,15 +226,22 @@ class BeaconDetector(Detector):
             flows.dst[idx].tolist(),
             flows.dst_port[idx].tolist(),
         )
-        keys: list[Any] = list(zip(src, dst, port, strict=True))
+        keys: list[Any] = [(s, d, p_, False) for s, d, p_ in zip(src, dst, port, strict=True)]
         sel = idx
         if self.track_domains and self.names:
             names = self.names
-            extra = [(i, (s, names[d][1], p)) for i, (s, d, p) in enumerate(keys) if d in names]
+            extra = [
+                (i, (s, names[d][1], p_, True))
+                for i, (s, d, p_, _) in enumerate(keys)
+                if d in names
+            ]
             if extra:
                 keys = keys + [k for _, k in extra]
                 sel = np.concatenate([idx, idx[[i for i, _ in extra]]])
         rows = self.pairs.rows(keys, now=float(flows.ts_start[idx].min()))
+        for r in self.pairs.last_fresh:  # reused rows start clean
+            self.domain_ips.pop(r, None)
+            self.positions.pop(r, None)
         ts = flows.ts_start[sel]
         out = flows.bytes_out[sel].astype(np.float64)
         inb = flows.bytes_in[sel].astype(np.float64)
@@ -290,7 +297,7 @@ class BeaconDetector(Detector):
             )
             if reg["checkins"] < least:
                 continue
-            src, target, port = t.keys[r]  # type: ignore[misc]
+            src, target, port, is_domain = t.keys[r]  # type: ignore[misc]
             pairs.append(
                 {
                     "row": r,
@@ -298,7 +305,8 @@ class BeaconDetector(Detector):
                     "target": target,
                     "port": int(port),
                     "reg": reg,
-                    "domain_ips": tuple(self.domain_ips.get(r, ())),
+                    "is_domain": bool(is_domain),
+                    "domain_ips": tuple(self.domain_ips.get(r, ())) if is_domain else (),
                     "n": int(t.n[r]),
                     "failed": int(t.failed[r]),
                     "bytes_out": float(t.out[r]),
@@ -307,9 +315,7 @@ class BeaconDetector(Detector):
                     "last": float(ts[-1]),
                     "emitted": float(t.emitted[r]),
                     "positions": tuple(positions.get(r, ())),
-                    "name": self.names.get(target, ("", ""))[0]
-                    if r not in self.domain_ips
-                    else target,
+                    "name": target if is_domain else self.names.get(target, ("", ""))[0],
                 }
             )
         return {"window": window, "pairs": pairs}
@@ -360,7 +366,7 @@ class BeaconDetector(Detector):
                 continue
             if p["emitted"] > now - self.reemit_seconds:
                 continue
-            if p["domain_ips"] and len(p["domain_ips"]) < 2:
+            if p["is_domain"] and len(p["domain_ips"]) < 2:
                 continue  # the (src, dst IP) series already covers a single-address name
             findings.append(beacon_finding(self, p, final, hosts - 1, discount))
         return findings
@@ -381,10 +387,10 @@ class BeaconDetector(Detector):
     def _allowed(self, p: dict[str, Any]) -> bool:
         if _in(p["src"], self._allow_h):
             return True
-        ips = p["domain_ips"] or (p["target"],)
+        ips = p["domain_ips"] if p["is_domain"] else (p["target"],)
         if self._allow_d and all(_in(ip, self._allow_d) for ip in ips):
             return True
-        dom = p["target"] if p["domain_ips"] else self.names.get(p["target"], ("", ""))[1]
+        dom = p["target"] if p["is_domain"] else self.names.get(p["target"], ("", ""))[1]
         name = p["name"]
         return any(
             x and (x == d or x.endswith("." + d)) for d in self.allow_domains for x in (dom, name)
@@ -404,7 +410,13 @@ class BeaconDetector(Detector):
         while len(self.prevalence) > self.max_pairs:
             self.prevalence.pop(next(iter(self.prevalence)))
         for f in findings:
-            r = self.pairs.index.get((f.src, f.episode.rsplit(":", 1)[0], f.dst_ports[0]))
+            key = (
+                f.src,
+                f.episode.rsplit(":", 1)[0],
+                f.dst_ports[0],
+                f.facts["series"] == "domain",
+            )
+            r = self.pairs.index.get(key)
             if r is not None:
                 self.pairs.emitted[r] = now
 
