@@ -110,18 +110,20 @@ class Sensor:
             start = end
         self.packets += len(rows)
 
-    def from_stream(self, f: IO[bytes]) -> int:
-        """Publish every IP packet of a pcap/pcapng stream; returns the packet count."""
+    def from_stream(self, f: IO[bytes], stop: threading.Event | None = None) -> int:
+        """Publish every IP packet of a pcap/pcapng stream (until ``stop`` is set); returns the count."""
         for raw in iter_capture(f, 65536, self.stats):
+            if stop is not None and stop.is_set():
+                break
             cols = self.parser.parse(
                 raw.buf, raw.offsets, raw.caplens, raw.linktypes, raw.ts, raw.index
             )
             self._publish(cols, raw.buf)
         return self.packets
 
-    def from_capture(self, path: str | Path) -> int:
+    def from_capture(self, path: str | Path, stop: threading.Event | None = None) -> int:
         with open(path, "rb") as f:
-            return self.from_stream(f)
+            return self.from_stream(f, stop)
 
     def live(
         self,

@@ -68,7 +68,7 @@ def run(args: Any) -> int:
     try:
         if args.pcap:
             try:
-                n = sensor.from_capture(args.pcap)
+                n = sensor.from_capture(args.pcap, stop)
             except FileNotFoundError as exc:
                 raise SourceError(f"cannot read {args.pcap}: {exc}") from exc
             except CaptureFormatError as exc:
