@@ -69,6 +69,7 @@ class RobustBaseline:
         self.init_spread = init_spread
         self.index: dict[str, int] = {}
         self.names: list[str] = []
+        self.free: list[int] = []  # rows of evicted entities, reused first
         f = len(self.features)
         self.n = np.zeros(0, dtype=np.int32)
         self.loc = np.zeros((0, f), dtype=np.float32)
@@ -79,7 +80,7 @@ class RobustBaseline:
 
     # -- entity bookkeeping -------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.index)
 
     def _grow(self, need: int) -> None:
         cap = len(self.n)
@@ -110,9 +111,13 @@ class RobustBaseline:
                 if not create:
                     out[i] = -1
                     continue
-                j = len(self.names)
+                if self.free:
+                    j = self.free.pop()
+                    self.names[j] = e
+                else:
+                    j = len(self.names)
+                    self.names.append(e)
                 index[e] = j
-                self.names.append(e)
             out[i] = j
         self._grow(len(self.names))
         return out
@@ -208,6 +213,40 @@ class RobustBaseline:
             just = ids[done]
             self.ref_loc[just] = self.loc[just]
             self.ref_spread[just] = self.spread[just]
+
+    def reset(self, ids: np.ndarray) -> None:
+        """Forget entities ``ids``: their rows are cleared and reused by new entities."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        ids = ids[(ids >= 0) & (ids < len(self.names))]
+        for j in ids.tolist():
+            name = self.names[j]
+            if self.index.get(name) == j:
+                del self.index[name]
+                self.names[j] = ""
+                self.free.append(j)
+        self.n[ids] = 0
+        self.loc[ids] = 0.0
+        self.spread[ids] = self.init_spread
+        self.ref_loc[ids] = 0.0
+        self.ref_spread[ids] = self.init_spread
+        self.last_seen[ids] = 0
+
+    def evict(self, older_than: int) -> list[str]:
+        """Forget every entity last learnt before ``older_than`` (the ``t`` of :meth:`learn`).
+
+        >>> b = RobustBaseline(("x",))
+        >>> b.learn(b.ids(["old", "new"]), np.array([[1.0], [2.0]]), t=5)
+        >>> b.learn(b.ids(["new"]), np.array([[2.0]]), t=9)
+        >>> b.evict(older_than=8), len(b), int(b.ids(["again"])[0])
+        (['old'], 1, 0)
+        """
+        live = np.array(list(self.index.values()), dtype=np.int64)
+        if not len(live):
+            return []
+        stale = live[self.last_seen[live] < older_than]
+        names = [self.names[j] for j in stale.tolist()]
+        self.reset(stale)
+        return names
 
     def refreeze(self, ids: np.ndarray) -> None:
         """Accept the current adaptive baseline as the new reference (an operator action)."""
