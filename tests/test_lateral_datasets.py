@@ -175,3 +175,36 @@ def test_real_capture_is_alerted_with_technique_and_hosts(
     assert any(origin.endswith((".cap", ".pcap")) for origin, _ in a.positions)
     # nothing else on the lateral side: the attack, not the background
     assert {x.entity for x in alerts} == {mapping["172.18.39.5"]}
+
+
+def test_simulated_lateral_scenarios_match_their_truth() -> None:
+    """The simulator's own lateral scenarios: every truth incident is alerted on its source with
+    its destination and at least one of its techniques; nothing else is alerted by ``lateral``."""
+    sim = Simulation(
+        SimConfig(
+            hosts=24,
+            days=2,
+            seed=5,
+            scenarios=("lateral_chain", "admin_share_transfer", "ldap_recon"),
+        )
+    )
+    eng = _engine()
+    alerts: list[Incident] = []
+    for f, d in sim.batches(chunk_seconds=3600):
+        alerts += eng.process(f, d)
+    alerts += eng.flush()
+    lateral = [a for a in alerts if a.detector == "lateral"]
+    truth = [i for i in sim.truth()["incidents"] if i["kind"] in ("lateral_movement", "discovery")]
+    assert len(truth) == 4
+    for inc in truth:
+        got = [
+            a
+            for a in lateral
+            if a.entity == inc["src"] and inc["dst"] in a.dst and a.kind == inc["kind"]
+        ]
+        assert got, inc["id"]
+        assert set(inc["attack"]) & set().union(*(a.attacks for a in got)), (
+            inc["id"],
+            [a.attacks for a in got],
+        )
+    assert {a.entity for a in lateral} <= {i["src"] for i in truth}

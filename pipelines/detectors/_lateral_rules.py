@@ -141,6 +141,19 @@ def _new_edges(det: LateralDetector, src: str, edges: list[Edge], t: float) -> l
             attacks.add("T1021.002")
             used.append(smb)
             reasons.append(f"new SMB session to non-server host {dst}")
+        taint = det.taints.get(dst)
+        if (
+            smb is not None
+            and points <= 0.0
+            and taint is not None
+            and src in taint[0]
+            and t - taint[1] <= det.chain_seconds
+            and not det.known_edge(smb)
+        ):  # SMB following a flagged RPC/admin session to the same host (service install, copy)
+            points = 0.5
+            attacks.add("T1021.002")
+            used.append(smb)
+            reasons.append(f"new SMB session to {dst} right after a flagged admin session to it")
         if smb is not None and smb.bytes_out >= det.smb_upload_bytes and points > 0:
             attacks.add("T1570")
             points += 0.1
@@ -249,7 +262,9 @@ def _ldap(det: LateralDetector, src: str, edges: list[Edge]) -> list[Finding]:
                 f"its usual {typical[0] / 1024:.1f} KiB per window (directory enumeration).")  # fmt: skip
     ev = [Evidence("LDAP bytes received", float(got), float(typical[0]), round(float(z[0]), 2), "bytes", "host LDAP baseline"),
           Evidence("LDAP connections", float(conns), float(typical[1]), round(float(z[1]), 2), "connections", "host LDAP baseline")]  # fmt: skip
-    return [_finding(det, "discovery", src, top.dst, ldap, score, ("T1087.002",),
+    gc = any(p in (3268, 3269) for e in ldap for p in e.ports)
+    attacks = ("T1087.002", "T1018") if gc or conns >= 50 else ("T1087.002",)
+    return [_finding(det, "discovery", src, top.dst, ldap, score, attacks,
                      f"LDAP enumeration burst {src} → {top.dst}", sentence, ev, {"ldap_bytes_in": got})]  # fmt: skip
 
 
