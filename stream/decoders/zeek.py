@@ -33,6 +33,7 @@ from typing import Annotated, Any, ClassVar
 import msgspec
 
 from stream.decoders._json import (
+    Columns,
     Counter,
     Port,
     classify,
@@ -108,21 +109,10 @@ def _kind(r: Any) -> str:
     return "other"
 
 
-class _Columns:
-    """Attribute columns of one batch of records, each extracted once."""
-
-    def __init__(self, recs: list[Any]) -> None:
-        self.recs = recs
-        self.cache: dict[str, list[Any]] = {}
-
-    def __call__(self, attr: str) -> list[Any]:
-        got = self.cache.get(attr)
-        if got is None:
-            got = self.cache[attr] = column(self.recs, attr)
-        return got
+_Columns = Columns
 
 
-def _or(values: list[Any], default: Any) -> list[Any]:
+def _or(values: Sequence[Any], default: Any) -> Sequence[Any]:
     if None not in values:
         return values
     return [default if v is None else v for v in values]
