@@ -26,6 +26,7 @@ import numpy as np
 
 from pipelines.records import FlowBatch
 from stream.decoders._json import (
+    ChunkedDecoder,
     Counter,
     Flags,
     Port,
@@ -35,7 +36,7 @@ from stream.decoders._json import (
     finish_flows,
     typed_decode,
 )
-from stream.decoders.base import DeadLetter, Decoder, DecodeResult, Message
+from stream.decoders.base import DeadLetter, DecodeResult, Message
 
 __all__ = ["Goflow2JsonDecoder"]
 
@@ -90,20 +91,21 @@ def _times(start: list[Any], end: list[Any], recv: list[Any], scale: float) -> t
     return s, e
 
 
-class Goflow2JsonDecoder(Decoder):
+class Goflow2JsonDecoder(ChunkedDecoder):
     """goflow2 JSON flow messages -> unidirectional :class:`FlowBatch` rows."""
 
     name: ClassVar[str] = "goflow2-json"
 
-    def __init__(self) -> None:
+    def __init__(self, chunk: int = 512) -> None:
+        self.chunk = chunk
         self._v2 = msgspec.json.Decoder(_V2)
         self._v1 = msgspec.json.Decoder(_V1)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {}
+        return {"chunk": self.chunk}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__()  # type: ignore[misc]
+        self.__init__(**state)  # type: ignore[misc]
 
     @classmethod
     def sniff(cls, value: bytes) -> bool:
@@ -116,7 +118,7 @@ class Goflow2JsonDecoder(Decoder):
             or (b'"SrcAddr"' in head and b'"TimeFlowStart"' in value)
         )
 
-    def decode(self, messages: Sequence[Message]) -> DecodeResult:
+    def decode_chunk(self, messages: Sequence[Message]) -> DecodeResult:
         out = DecodeResult()
         v1: tuple[list[Any], list[Message]] = ([], [])
         recs, ok, out.dead = typed_decode(self._v2, messages, self.name, alt=self._v1, alt_out=v1)

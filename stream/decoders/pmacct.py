@@ -29,6 +29,7 @@ import msgspec
 import numpy as np
 
 from stream.decoders._json import (
+    ChunkedDecoder,
     Counter,
     Port,
     Proto,
@@ -38,7 +39,7 @@ from stream.decoders._json import (
     parse_ts_many,
     typed_decode,
 )
-from stream.decoders.base import DeadLetter, Decoder, DecodeResult, Message
+from stream.decoders.base import DeadLetter, DecodeResult, Message
 
 __all__ = ["PmacctDecoder"]
 
@@ -97,19 +98,20 @@ def _times(r: Any) -> tuple[Any, Any]:
     return r.timestamp_arrival, None
 
 
-class PmacctDecoder(Decoder):
+class PmacctDecoder(ChunkedDecoder):
     """pmacct JSON records -> unidirectional :class:`FlowBatch` rows."""
 
     name: ClassVar[str] = "pmacct"
 
-    def __init__(self) -> None:
+    def __init__(self, chunk: int = 512) -> None:
+        self.chunk = chunk
         self._dec = msgspec.json.Decoder(_Rec)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {}
+        return {"chunk": self.chunk}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__()  # type: ignore[misc]
+        self.__init__(**state)  # type: ignore[misc]
 
     @classmethod
     def sniff(cls, value: bytes) -> bool:
@@ -119,7 +121,7 @@ class PmacctDecoder(Decoder):
             or b'"event_type":"purge' in value
         )
 
-    def decode(self, messages: Sequence[Message]) -> DecodeResult:
+    def decode_chunk(self, messages: Sequence[Message]) -> DecodeResult:
         out = DecodeResult()
         recs, ok, out.dead = typed_decode(self._dec, messages, self.name)
         if (

@@ -29,6 +29,7 @@ import msgspec
 import numpy as np
 
 from stream.decoders._json import (
+    ChunkedDecoder,
     Counter,
     Port,
     column,
@@ -38,7 +39,7 @@ from stream.decoders._json import (
     parse_ts_many,
     typed_decode,
 )
-from stream.decoders.base import DeadLetter, Decoder, DecodeResult, Message
+from stream.decoders.base import DeadLetter, DecodeResult, Message
 
 __all__ = ["RCODES", "RRTYPES", "SuricataDecoder", "rcode_number", "rrtype_number"]
 
@@ -165,12 +166,15 @@ def _answer_values(d: _Dns) -> list[str]:
     return [d.rdata] if isinstance(d.rdata, str) else []
 
 
-class SuricataDecoder(Decoder):
+class SuricataDecoder(ChunkedDecoder):
     """Suricata EVE ``flow``/``netflow``/``dns`` events -> FlowBatch / DnsBatch rows."""
 
     name: ClassVar[str] = "suricata"
 
-    def __init__(self, pending_timeout: float = 5.0, max_pending: int = 100_000) -> None:
+    def __init__(
+        self, pending_timeout: float = 5.0, max_pending: int = 100_000, chunk: int = 512
+    ) -> None:
+        self.chunk = chunk
         self.pending_timeout = pending_timeout
         self.max_pending = max_pending
         #: (flow key, dns id, name) -> [ts, src, dst, sport, dport, proto, query, qtype, sensor, origin, offset]
@@ -189,7 +193,7 @@ class SuricataDecoder(Decoder):
     def sniff(cls, value: bytes) -> bool:
         return value[:1] == b"{" and b'"event_type"' in value
 
-    def decode(self, messages: Sequence[Message]) -> DecodeResult:
+    def decode_chunk(self, messages: Sequence[Message]) -> DecodeResult:
         out = DecodeResult()
         recs, ok, out.dead = typed_decode(self._dec, messages, self.name)
         flows: list[Any] = []

@@ -33,6 +33,7 @@ from typing import Annotated, Any, ClassVar
 import msgspec
 
 from stream.decoders._json import (
+    ChunkedDecoder,
     Columns,
     Counter,
     Port,
@@ -235,22 +236,23 @@ class _ZeekRows:
         }
 
 
-class ZeekJsonDecoder(_ZeekRows, Decoder):
+class ZeekJsonDecoder(_ZeekRows, ChunkedDecoder):
     """Zeek conn/dns JSON records (bare or tagged, dotted or underscore keys)."""
 
     name: ClassVar[str] = "zeek-json"
 
-    def __init__(self) -> None:
+    def __init__(self, chunk: int = 512) -> None:
+        self.chunk = chunk
         self._dotted = msgspec.json.Decoder(_Dotted)
         self._under = msgspec.json.Decoder(_Under)
         self._tag_dotted = msgspec.json.Decoder(_TaggedDotted)
         self._tag_under = msgspec.json.Decoder(_TaggedUnder)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {}
+        return {"chunk": self.chunk}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__()  # type: ignore[misc]
+        self.__init__(**state)  # type: ignore[misc]
 
     @classmethod
     def sniff(cls, value: bytes) -> bool:
@@ -262,7 +264,7 @@ class ZeekJsonDecoder(_ZeekRows, Decoder):
         tag = _TAG.match(head)
         return tag is not None and tag.group(1) in (b"conn", b"dns") and b'"ts"' in value
 
-    def decode(self, messages: Sequence[Message]) -> DecodeResult:
+    def decode_chunk(self, messages: Sequence[Message]) -> DecodeResult:
         out = DecodeResult()
         recs, ok, dead = typed_decode(self._dotted, messages, self.name)
         if not dead and None not in column(recs, "orig_h"):  # all bare records with dotted keys
