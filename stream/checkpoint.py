@@ -51,6 +51,8 @@ class PartitionState:
     generation: int = 0
     dirty: bool = False
     records_since: int = 0
+    expect_offset: int | None = None  # after a restore: the offset the first record must have
+    reseeks: int = 0
 
 
 def pack_state(ps: PartitionState) -> tuple[str, bytes]:

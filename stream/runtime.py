@@ -32,7 +32,7 @@ from stream.checkpoint import Checkpointer, PartitionState
 from stream.decoders import get_decoder
 from stream.decoders.base import DeadLetter, Message
 from stream.kafka import make_admin, make_consumer, make_producer
-from stream.kafka.base import TP, ClientSettings, ConsumerClient, InRecord, ProducerClient
+from stream.kafka.base import TP, ClientSettings, ConsumerClient, ProducerClient
 from stream.metrics import Metrics
 
 __all__ = ["Runtime", "RuntimeConfig"]
@@ -90,6 +90,10 @@ class Runtime:
         self._producer: ProducerClient | None = None
         self._ckpt: Checkpointer | None = None
         self.on_alert: Callable[[Incident], None] | None = None
+        #: builds the producer for alerts, dead letters and states (tests inject slow sinks)
+        self.producer_factory: Callable[[], ProducerClient] | None = None
+        self.pauses = 0  # back-pressure pauses of the input
+        self.commit_failures = 0
 
     # -- lifecycle ----------------------------------------------------------------------
     def stop(self, *_args: Any) -> None:
@@ -114,7 +118,11 @@ class Runtime:
             log.warning(
                 "state topic %s has %d partitions < input's %d", self.cfg.state_topic, n_state, n_in
             )
-        self._producer = make_producer(self.cfg.backend, self.client)
+        self._producer = (
+            self.producer_factory()
+            if self.producer_factory is not None
+            else make_producer(self.cfg.backend, self.client)
+        )
         self._ckpt = Checkpointer(
             self._producer, admin, self.cfg.state_topic, self.cfg.group, self.cfg.state_dir, n_state
         )
@@ -134,12 +142,18 @@ class Runtime:
     def run(self) -> None:
         self._setup()
         assert self._consumer is not None and self._producer is not None
-        started = last_ckpt = last_data = time.monotonic()
+        started = last_ckpt = last_data = prev = time.monotonic()
+        stall = max(5.0, 10 * self.cfg.poll_timeout_s)
         try:
             while not self._stop.is_set():
-                records = self._consumer.poll(self.cfg.poll_timeout_s, self.cfg.max_poll_records)
+                records = self._consumer.poll_batches(
+                    self.cfg.poll_timeout_s, self.cfg.max_poll_records
+                )
                 self._handle_rebalances()
                 now = time.monotonic()
+                if now - prev > stall:
+                    last_data = now  # the process was frozen (SIGSTOP, VM pause): not idle
+                prev = now
                 if records:
                     last_data = now
                     self._process(records)
@@ -173,6 +187,8 @@ class Runtime:
             else:
                 for tp in ev.partitions:
                     self._restore(tp)
+                if self.paused:
+                    self._consumer.pause(ev.partitions)
 
     def _fresh(self, tp: TP) -> PartitionState:
         fmt = self.formats.get(tp[0], "auto")
@@ -193,39 +209,36 @@ class Runtime:
                     "%s/%d: snapshot %s not found; starting that partition fresh", *tp, snapshot_id
                 )
             ps.next_offset = ps.committed_offset = offset
+            ps.expect_offset = offset
             self._consumer.seek(tp, offset)
         self.parts[tp] = ps
         log.info("assigned %s/%d at offset %s", tp[0], tp[1], offset)
 
     # -- processing ---------------------------------------------------------------------
-    def _process(self, records: list[InRecord]) -> None:
+    def _process(self, batches: dict[TP, list[Message]]) -> None:
         assert self._producer is not None
         t0 = time.perf_counter()
-        by_tp: dict[TP, list[InRecord]] = defaultdict(list)
-        for r in records:
-            by_tp[(r.topic, r.partition)].append(r)
         newest = -np.inf
-        for tp, recs in by_tp.items():
+        for tp, msgs in batches.items():
             ps = self.parts.get(tp)
             if ps is None:
                 continue  # revoked meanwhile: its new owner replays these
             if ps.next_offset is not None:
-                recs = [r for r in recs if r.offset >= ps.next_offset]
-                if not recs:
+                if msgs[-1].offset < ps.next_offset:
+                    continue  # replayed by a seek: already processed
+                if msgs[0].offset < ps.next_offset:
+                    msgs = [m for m in msgs if m.offset >= ps.next_offset]
+            if ps.expect_offset is not None:
+                # first records after a restore must start at the committed offset: records
+                # fetched before the assignment changed could start later and skip a gap
+                if msgs[0].offset > ps.expect_offset and ps.reseeks < 3:
+                    ps.reseeks += 1
+                    assert self._consumer is not None
+                    self._consumer.seek(tp, ps.expect_offset)
                     continue
+                ps.expect_offset = None
             fmt = self.formats.get(tp[0], "auto")
-            self.metrics.consumed_n(fmt, len(recs))
-            msgs = [
-                Message(
-                    r.value,
-                    f"{r.topic}/{r.partition}",
-                    r.offset,
-                    r.key,
-                    (dict(r.headers).get("peer") or b"").decode("utf-8", "replace"),
-                    r.timestamp_ms / 1000.0 if r.timestamp_ms and r.timestamp_ms > 0 else None,
-                )
-                for r in recs
-            ]
+            self.metrics.consumed_n(fmt, len(msgs))
             result = ps.decoder.decode(msgs)
             self._dead_letters(fmt, result.dead)
             home = self.settings.home
@@ -241,10 +254,10 @@ class Runtime:
             for det, n in ps.engine.findings_by_detector.items():
                 self.metrics.finding_n(det, n - found.get(det, 0))
             self._send_alerts(alerts)
-            ps.next_offset = recs[-1].offset + 1
+            ps.next_offset = msgs[-1].offset + 1
             ps.dirty = True
-            ps.records_since += len(recs)
-            self.records += len(recs)
+            ps.records_since += len(msgs)
+            self.records += len(msgs)
             if len(flows):
                 newest = max(newest, float(np.nanmax(flows.ts_start)))
             if len(dns):
@@ -286,6 +299,7 @@ class Runtime:
         if not self.paused and pending > self.cfg.max_in_flight:
             self._consumer.pause(self._consumer.assignment())
             self.paused = True
+            self.pauses += 1
             log.info("alert sink slow (%d unacknowledged): pausing input", pending)
         elif self.paused and pending <= self.cfg.max_in_flight // 2:
             self._consumer.resume(self._consumer.assignment())
@@ -315,6 +329,8 @@ class Runtime:
             self._consumer.commit(commits)
         except Exception as exc:
             self.metrics.checkpoints.labels("error").inc()
+            if type(exc).__name__ == "CommitFailedError":
+                self.commit_failures += 1
             log.warning("checkpoint failed (will retry): %s", exc)
             return
         for ps in dirty:
@@ -331,11 +347,8 @@ class Runtime:
             for k, v in ps.engine.entities().items():
                 ents[k] += v
         self.metrics.set_entities(ents)
-        try:
-            ends = self._consumer.end_offsets(list(self.parts))
-            for tp, end in ends.items():
-                self.metrics.set_consumer_lag(
-                    tp[0], tp[1], max(0, end - self._consumer.position(tp))
-                )
+        try:  # from the client's cached high watermarks: no request per partition
+            for tp, lag in self._consumer.lag(list(self.parts)).items():
+                self.metrics.set_consumer_lag(tp[0], tp[1], lag)
         except Exception as exc:  # lag is best-effort
             log.debug("consumer lag unavailable: %s", exc)

@@ -143,3 +143,145 @@ def start_run(
     log = open(workdir / f"{log_name}.log", "ab")  # noqa: SIM115 - lives as long as the child
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+
+
+def wait_for(cond: Any, timeout_s: float, what: str, every_s: float = 0.3) -> Any:
+    """Poll ``cond()`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(every_s)
+
+
+def committed_meta(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int, str]]:
+    """partition -> (committed offset, metadata = snapshot id)."""
+    from kafka import KafkaAdminClient
+
+    a = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offs = a.list_group_offsets(group).get(group, {})
+    finally:
+        a.close()
+    return {
+        tp.partition: (om.offset, om.metadata or "") for tp, om in offs.items() if tp.topic == topic
+    }
+
+
+def group_members(bootstrap: str, group: str) -> int:
+    """Members of ``group`` right now (as the coordinator sees it)."""
+    from kafka import KafkaAdminClient
+
+    a = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        desc = a.describe_groups([group])  # kafka-python 3: {group: {key: value}}
+    finally:
+        a.close()
+    return len(desc.get(group, {}).get("members") or [])
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or set()]
+        return {tp.partition: int(o) for tp, o in c.end_offsets(tps).items()}
+    finally:
+        c.close()
+
+
+def committed_states(bootstrap: str, group: str, topic: str) -> dict[int, Any]:
+    """partition -> the engine of the snapshot its committed offset names (from the topic)."""
+    from pipelines.config import Settings
+    from stream.checkpoint import Checkpointer
+    from stream.kafka.base import ClientSettings
+    from stream.kafka.kafka_python import KPAdmin
+
+    admin = KPAdmin(ClientSettings(bootstrap_servers=bootstrap))
+    try:
+        version = Settings.from_mapping(EXFIL_ONLY).build_engine().model_version
+        ck = Checkpointer(None, admin, f"{topic}.state", group, None, admin.partitions(topic))  # type: ignore[arg-type]
+        out = {}
+        for part, (_off, sid) in committed_meta(bootstrap, group, topic).items():
+            got = ck.load((topic, part), sid, version)
+            assert got is not None, f"snapshot {sid} of partition {part} is in the state topic"
+            out[part] = got[1]
+        return out
+    finally:
+        admin.close()
+
+
+EXFIL_ONLY: dict[str, Any] = {
+    "detectors": {
+        n: {"enabled": False} for n in ("beacon", "dns_tunnel", "lateral", "host_behaviour")
+    },
+    "engine": {"lateness": 0},
+}
+
+
+def summary(alerts: dict[tuple[str, int], bytes]) -> set[tuple[str, int, str, int]]:
+    """What must not depend on faults or checkpoint timing: id, revision, sentence, risk.
+
+    (``snapshot_id`` inside the alert names the state the engine was restored from, so it
+    legitimately differs between runs.)
+    """
+    out = set()
+    for (uid, rev), value in alerts.items():
+        doc = json.loads(value)
+        out.add((uid, rev, doc["message"], doc["risk_score"]))
+    return out
+
+
+def make_runtime(bootstrap: str, topic: str, group: str, state_dir: Path, **kw: Any) -> Any:
+    from pipelines.config import Settings
+    from stream.kafka.base import ClientSettings
+    from stream.runtime import Runtime, RuntimeConfig
+
+    opts: dict[str, Any] = {
+        "checkpoint_interval_s": 1.0,
+        "idle_exit_s": 4.0,
+        "max_seconds": 240.0,
+        **kw,
+    }
+    cfg = RuntimeConfig(
+        inputs=[(topic, "canonical")],
+        alerts_topic=f"{topic}.alerts",
+        deadletter_topic=f"{topic}.dead",
+        state_topic=f"{topic}.state",
+        group=group,
+        state_dir=str(state_dir),
+        **opts,
+    )
+    return Runtime(
+        cfg, Settings.from_mapping(EXFIL_ONLY), ClientSettings(bootstrap_servers=bootstrap)
+    )
+
+
+_REFERENCE: dict[str, dict[str, Any]] = {}
+
+
+def reference_run(kafka: Any, workdir: Path) -> dict[str, Any]:
+    """One clean run per broker (cached across test modules): the alerts to reproduce."""
+    key = str(kafka.data_dir)
+    if key not in _REFERENCE:
+        flows, truth = simulated_flows()
+        topic = "t-runtime-reference"
+        kafka.create_topic(topic, partitions=4)
+        n = produce_canonical(kafka.bootstrap, topic, flows)
+        rt = make_runtime(kafka.bootstrap, topic, "ref", workdir)
+        rt.run()
+        alerts = alerts_by_revision(read_topic(kafka.bootstrap, f"{topic}.alerts"))
+        parts = {tp[1]: ps.engine for tp, ps in rt.parts.items()}
+        _REFERENCE[key] = {
+            "topic": topic,
+            "n": n,
+            "alerts": alerts,
+            "truth": truth,
+            "runtime": rt,
+            "engines": parts,
+        }
+    return _REFERENCE[key]

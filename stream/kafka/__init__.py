@@ -116,7 +116,7 @@ def _backend(name: str) -> Any:
         return kafka_python
     if name == "confluent":
         try:
-            from stream.kafka import confluent
+            from stream.kafka import confluent  # type: ignore[attr-defined]
         except ImportError as exc:
             raise KafkaSetupError(
                 "client backend 'confluent' needs confluent-kafka: pip install 'slowburn[fast]'"

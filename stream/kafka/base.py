@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream.decoders.base import Message
+
 __all__ = [
     "TP",
     "AdminClient",
@@ -99,6 +101,18 @@ class ConsumerClient(ABC):
 
     @abstractmethod
     def poll(self, timeout_s: float, max_records: int) -> list[InRecord]: ...
+
+    @abstractmethod
+    def poll_batches(self, timeout_s: float, max_records: int) -> dict[TP, list[Message]]:
+        """Like :meth:`poll`, grouped by partition as decoder :class:`Message` objects.
+
+        The runtime's hot path: one object per record (origin ``"topic/partition"``,
+        transport timestamp in seconds, ``peer`` from a ``peer`` header).
+        """
+
+    @abstractmethod
+    def lag(self, tps: Iterable[TP]) -> dict[TP, int]:
+        """Messages behind the log end, from the client's cached high watermarks (cheap)."""
 
     @abstractmethod
     def assignment(self) -> set[TP]: ...

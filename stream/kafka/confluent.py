@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient as _Admin
 from confluent_kafka.admin import NewTopic
 
+from stream.decoders.base import Message
 from stream.exceptions import KafkaSetupError, StreamError
 from stream.kafka.base import (
     TP,
@@ -53,6 +54,13 @@ def _common(s: ClientSettings) -> dict[str, Any]:
     return cfg
 
 
+def _peer(headers: Any) -> str:
+    for k, v in headers:
+        if k == "peer":
+            return bytes(v or b"").decode("utf-8", "replace")
+    return ""
+
+
 class CKConsumer(ConsumerClient):
     def __init__(
         self,
@@ -86,6 +94,7 @@ class CKConsumer(ConsumerClient):
         except KafkaException as exc:
             raise KafkaSetupError(f"cannot create consumer: {exc}") from exc
         self._assigned: set[TP] = set()
+        self._origins: dict[TP, str] = {}
 
     def _on_assign(self, _c: Any, parts: list[Any]) -> None:
         tps = {(p.topic, p.partition) for p in parts}
@@ -103,10 +112,15 @@ class CKConsumer(ConsumerClient):
         self.rebalances.put("lost", tps)
 
     def subscribe(self, topics: Sequence[str]) -> None:
-        self._c.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._c.subscribe(
+            list(topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
 
     def poll(self, timeout_s: float, max_records: int) -> list[InRecord]:
-        msgs = self._c.consume(num_messages=max_records, timeout=timeout_s)
+        msgs: list[Any] = self._c.consume(num_messages=max_records, timeout=timeout_s)
         out: list[InRecord] = []
         for m in msgs:
             err = m.error()
@@ -118,8 +132,56 @@ class CKConsumer(ConsumerClient):
                 continue
             _kind, ts = m.timestamp()
             out.append(
-                InRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"", list(m.headers() or []), ts)
+                InRecord(
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    m.key(),
+                    m.value() or b"",
+                    list(m.headers() or []),
+                    ts,
+                )
             )
+        return out
+
+    def poll_batches(self, timeout_s: float, max_records: int) -> dict[TP, list[Message]]:
+        msgs: list[Any] = self._c.consume(num_messages=max_records, timeout=timeout_s)
+        out: dict[TP, list[Message]] = {}
+        origins = self._origins
+        for m in msgs:
+            if m.error() is not None:
+                err = m.error()
+                if err.fatal():
+                    raise StreamError(f"consumer error: {err}")
+                continue
+            key = (m.topic(), m.partition())
+            batch = out.get(key)
+            if batch is None:
+                batch = out[key] = []
+                if key not in origins:
+                    origins[key] = f"{key[0]}/{key[1]}"
+            headers = m.headers()
+            ts = m.timestamp()[1]
+            batch.append(
+                Message(
+                    m.value() or b"",
+                    origins[key],
+                    m.offset(),
+                    m.key(),
+                    _peer(headers) if headers else "",
+                    ts / 1000.0 if ts > 0 else None,
+                )
+            )
+        return out
+
+    def lag(self, tps: Iterable[TP]) -> dict[TP, int]:
+        out = {}
+        for t, p in tps:
+            tp = TopicPartition(t, p)
+            _lo, hi = self._c.get_watermark_offsets(tp, cached=True)
+            pos = self._c.position([tp])
+            if hi >= 0 and pos and pos[0].offset >= 0:
+                out[(t, p)] = max(0, int(hi) - int(pos[0].offset))
         return out
 
     def assignment(self) -> set[TP]:
@@ -208,7 +270,12 @@ class CKProducer(ProducerClient):
         headers: list[tuple[str, bytes]] | None = None,
         partition: int | None = None,
     ) -> None:
-        kw: dict[str, Any] = {"value": value, "key": key, "headers": headers or [], "on_delivery": self._delivered}
+        kw: dict[str, Any] = {
+            "value": value,
+            "key": key,
+            "headers": headers or [],
+            "on_delivery": self._delivered,
+        }
         if partition is not None:
             kw["partition"] = partition
         with self._lock:
@@ -245,7 +312,8 @@ class CKAdmin(AdminClient):
         self._a = _Admin(_common(settings))
 
     def partitions(self, name: str) -> int:
-        md = self._a.list_topics(topic=name, timeout=15)
+        # metadata for *all* topics: asking for one by name lets the broker auto-create it
+        md = self._a.list_topics(timeout=15)
         t = md.topics.get(name)
         if t is None or t.error is not None:
             return 0
@@ -269,7 +337,13 @@ class CKAdmin(AdminClient):
         raise KafkaSetupError(f"topic {name} was not created")
 
     def read_partition(self, topic: str, partition: int, timeout_s: float = 30.0) -> list[InRecord]:
-        c = Consumer({**_common(self.settings), "group.id": "slowburn-state-reader", "enable.auto.commit": False})
+        c = Consumer(
+            {
+                **_common(self.settings),
+                "group.id": "slowburn-state-reader",
+                "enable.auto.commit": False,
+            }
+        )
         try:
             lo, hi = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
             c.assign([TopicPartition(topic, partition, lo)])
@@ -279,12 +353,21 @@ class CKAdmin(AdminClient):
             while pos < hi:
                 if time.monotonic() > deadline:
                     raise StreamError(f"reading {topic}/{partition} timed out at {pos}/{hi}")
-                for m in c.consume(num_messages=1000, timeout=0.5):
+                got: list[Any] = c.consume(num_messages=1000, timeout=0.5)
+                for m in got:
                     if m.error() is not None:
                         continue
                     pos = m.offset() + 1
                     out.append(
-                        InRecord(topic, partition, m.offset(), m.key(), m.value() or b"", list(m.headers() or []), m.timestamp()[1])
+                        InRecord(
+                            topic,
+                            partition,
+                            m.offset(),
+                            m.key(),
+                            m.value() or b"",
+                            list(m.headers() or []),
+                            m.timestamp()[1],
+                        )
                     )
             return out
         finally:

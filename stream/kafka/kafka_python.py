@@ -26,6 +26,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
+from stream.decoders.base import Message
 from stream.exceptions import KafkaSetupError, StreamError
 from stream.kafka.base import (
     TP,
@@ -42,7 +43,30 @@ __all__ = ["KPAdmin", "KPConsumer", "KPProducer"]
 log = logging.getLogger(__name__)
 
 
+class _Redact(logging.Filter):
+    """Replaces known secrets in kafka-python's log records (its admin client logs its config)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            text = record.getMessage()
+            if any(s in text for s in self.secrets):
+                for s in self.secrets:
+                    text = text.replace(s, "***")
+                record.msg, record.args = text, ()
+        return True
+
+
+_REDACT = _Redact()
+for _name in ("kafka.admin.client", "kafka.consumer.group", "kafka.producer.kafka", "kafka.conn"):
+    logging.getLogger(_name).addFilter(_REDACT)
+
+
 def _common(s: ClientSettings) -> dict[str, Any]:
+    _REDACT.secrets.update(x for x in (s.sasl_password, s.ssl_password) if x)
     cfg: dict[str, Any] = {
         "bootstrap_servers": s.bootstrap_servers.split(","),
         "client_id": s.client_id,
@@ -75,6 +99,13 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_lost(self, lost: Any) -> None:
         self.queue.put("lost", ((tp.topic, tp.partition) for tp in lost))
+
+
+def _peer(headers: Any) -> str:
+    for k, v in headers:
+        if k == "peer":
+            return bytes(v or b"").decode("utf-8", "replace")
+    return ""
 
 
 class KPConsumer(ConsumerClient):
@@ -130,6 +161,33 @@ class KPConsumer(ConsumerClient):
                         r.timestamp,
                     )
                 )
+        return out
+
+    def poll_batches(self, timeout_s: float, max_records: int) -> dict[TP, list[Message]]:
+        got = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        out: dict[TP, list[Message]] = {}
+        for tp, recs in got.items():
+            origin = f"{tp.topic}/{tp.partition}"
+            out[(tp.topic, tp.partition)] = [
+                Message(
+                    r.value if r.value is not None else b"",
+                    origin,
+                    r.offset,
+                    r.key,
+                    _peer(r.headers) if r.headers else "",
+                    r.timestamp / 1000.0 if r.timestamp and r.timestamp > 0 else None,
+                )
+                for r in recs
+            ]
+        return out
+
+    def lag(self, tps: Iterable[TP]) -> dict[TP, int]:
+        out = {}
+        for t, p in tps:
+            tp = TopicPartition(t, p)
+            high = self._c.highwater(tp)
+            if high is not None:
+                out[(t, p)] = max(0, int(high) - int(self._c.position(tp)))
         return out
 
     def assignment(self) -> set[TP]:
