@@ -113,3 +113,18 @@ def test_dispatch_to_other_helpers_formats() -> None:
         80,
         120,
     ]  # two 60-byte packets of one flow, one canonical row
+
+
+@pytest.mark.parametrize("name", sorted(JSON_SAMPLES))
+def test_chunked_decoding_equals_one_chunk(name: str) -> None:
+    msgs = [*_msgs(name), Message(b"{bad", "x", 99)]
+    small, big = (
+        get_decoder(JSON_SAMPLES[name], chunk=2),
+        get_decoder(JSON_SAMPLES[name], chunk=10_000),
+    )
+    a, b = small.decode(msgs), big.decode(msgs)
+    a.extend(small.flush())
+    b.extend(big.flush())
+    assert list(a.flows.rows()) == list(b.flows.rows()) and list(a.dns.rows()) == list(b.dns.rows())
+    assert [(d.reason, d.offset) for d in a.dead] == [(d.reason, d.offset) for d in b.dead]
+    assert a.ignored == b.ignored

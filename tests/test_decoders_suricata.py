@@ -39,7 +39,7 @@ def test_flow_and_netflow_rows() -> None:
 def test_dns_pairing_one_row_per_query() -> None:
     dec = SuricataDecoder(pending_timeout=30.0)
     r = dec.decode(_msgs())
-    d = r.dns
+    d = r.dns.sorted_by_time()  # the EVE v1 row is held back to merge its answer records
     # unanswered query is still pending within the timeout ...
     assert d.query.tolist() == [
         "www.example.com",
@@ -135,3 +135,16 @@ def test_dead_letters(value: bytes, reason: str) -> None:
     r = SuricataDecoder().decode([Message(value, "eve/0", 3)])
     assert [d.reason for d in r.dead] == [reason]
     assert len(r.flows) == 0 and r.dead[0].offset == 3
+
+
+def test_v1_answer_records_merge_across_batches() -> None:
+    dec = SuricataDecoder(pending_timeout=5.0)
+    msgs = _msgs()
+    first = dec.decode(msgs[4:6])  # the v1 query and its first answer record
+    second = dec.decode(msgs[6:7])  # the second answer record, in the next batch
+    rest = dec.flush()
+    rows = [*first.dns.rows(), *second.dns.rows(), *rest.dns.rows()]
+    assert [(r["query"], r["answers"]) for r in rows] == [
+        ("www.example.com", "www.example.com.cdn.net,93.184.216.34")
+    ]
+    assert first.ignored + second.ignored == 2

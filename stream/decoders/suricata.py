@@ -4,8 +4,9 @@ DNS: Suricata logs requests and answers as separate events (EVE dns v1 per-recor
 events, v2 grouped answers, v3 ``queries``/``answers`` lists). The decoder pairs an answer
 with its pending request (same flow id, DNS id and name) into one row per query; a
 request not answered within ``pending_timeout`` seconds of record time (or at
-:meth:`flush`) is emitted with ``rcode`` -1. A paired request and the extra per-answer
-events of EVE v1 count as ``ignored`` (they are merged into another row). Other event
+:meth:`flush`) is emitted with ``rcode`` -1. EVE v1 answers (one event per answer record)
+are held as long, so that the records of one response merge into one row. A paired
+request and the extra per-answer events of EVE v1 count as ``ignored``. Other event
 types (alert, http, tls, stats, ...) are ``ignored``.
 
 >>> flow = (b'{"timestamp":"2024-02-13T14:34:46.000000+0000","flow_id":7,"event_type":"flow",'
@@ -118,6 +119,7 @@ class _Answer(msgspec.Struct, gc=False):
 
 
 class _Dns(msgspec.Struct, gc=False):
+    version: int = 0
     type: str = ""
     id: int = 0
     rrname: str | None = None
@@ -179,6 +181,8 @@ class SuricataDecoder(ChunkedDecoder):
         self.max_pending = max_pending
         #: (flow key, dns id, name) -> [ts, src, dst, sport, dport, proto, query, qtype, sensor, origin, offset]
         self.pending: dict[tuple[Any, ...], list[Any]] = {}
+        #: EVE v1 answered rows held for ``pending_timeout`` to merge per-record answer events
+        self.answered: dict[tuple[Any, ...], list[Any]] = {}
         self.max_ts = -math.inf
         self._dec = msgspec.json.Decoder(_Eve)
 
@@ -201,7 +205,6 @@ class SuricataDecoder(ChunkedDecoder):
         nf: list[Any] = []
         nf_m: list[Message] = []
         dns_rows: list[list[Any]] = []
-        recent: dict[tuple[Any, ...], list[Any]] = {}
         for r, m in zip(recs, ok, strict=True):
             et = r.event_type
             if et == "flow" and r.flow is not None and r.src_ip and r.dest_ip:
@@ -211,7 +214,7 @@ class SuricataDecoder(ChunkedDecoder):
                 nf.append(r)
                 nf_m.append(m)
             elif et == "dns" and r.dns is not None and r.src_ip and r.dest_ip:
-                out.ignored += self._dns(r, m, dns_rows, recent)
+                out.ignored += self._dns(r, m, dns_rows)
             elif et in ("flow", "netflow", "dns"):
                 out.dead.append(_dead(m, f"{et} event without {et} object or addresses", self.name))
             else:
@@ -281,9 +284,7 @@ class SuricataDecoder(ChunkedDecoder):
             "bidirectional": [kind == "flow"] * n,
         }
 
-    def _dns(
-        self, r: Any, m: Message, rows: list[list[Any]], recent: dict[tuple[Any, ...], list[Any]]
-    ) -> int:
+    def _dns(self, r: Any, m: Message, rows: list[list[Any]]) -> int:
         """Handle one dns event; return how many messages it makes ``ignored`` (0 or 1)."""
         d = r.dns
         ts = parse_ts(r.timestamp)
@@ -324,23 +325,29 @@ class SuricataDecoder(ChunkedDecoder):
         answers = _answer_values(d)
         rcode = rcode_number(d.rcode)
         merged = 0
+        # EVE v1 logs one event per answer record: hold the row to merge its siblings
+        v1 = d.version < 2 and d.type == "answer" and d.answers is None and d.grouped is None
         for q in qs or [_Query("", "")]:
             key = (flow_key, d.id, q.rrname.lower())
+            if v1 and key in self.answered:
+                merged = 1
+                self.answered[key][9].extend(answers)
+                continue
             req = self.pending.pop(key, None)
             if req is not None:
                 merged = 1
-                rows.append([*req[:8], rcode, list(answers), req[8], req[9], req[10]])
-                recent[key] = rows[-1]
+                row = [*req[:8], rcode, list(answers), req[8], req[9], req[10]]
+            else:
+                if sport == 53 and dport != 53:
+                    src, dst, sport, dport = dst, src, dport, sport
+                row = [ts, src, dst, sport, dport, base[5], q.rrname, rrtype_number(q.rrtype), rcode,
+                       list(answers), r.host or "", m.origin, m.offset]  # fmt: skip
+            if not v1:
+                rows.append(row)
                 continue
-            if key in recent:  # EVE v1: one event per answer record of the same response
-                merged = 1
-                recent[key][9].extend(answers)
-                continue
-            if sport == 53 and dport != 53:
-                src, dst, sport, dport = dst, src, dport, sport
-            rows.append([ts, src, dst, sport, dport, base[5], q.rrname, rrtype_number(q.rrtype), rcode,
-                         list(answers), r.host or "", m.origin, m.offset])  # fmt: skip
-            recent[key] = rows[-1]
+            if len(self.answered) >= self.max_pending:
+                rows.append(self.answered.pop(next(iter(self.answered))))
+            self.answered[key] = row
         return merged
 
     @staticmethod
@@ -348,15 +355,20 @@ class SuricataDecoder(ChunkedDecoder):
         return [*req[:8], -1, [], req[8], req[9], req[10]]
 
     def _expire(self, final: bool) -> list[list[Any]]:
-        if not self.pending:
+        if not self.pending and not self.answered:
             return []
         if final:
             rows = [self._unanswered(v) for v in self.pending.values()]
+            rows += self.answered.values()
             self.pending.clear()
+            self.answered.clear()
             return rows
         horizon = self.max_ts - self.pending_timeout
         old = [k for k, v in self.pending.items() if not v[0] >= horizon]
-        return [self._unanswered(self.pending.pop(k)) for k in old]
+        rows = [self._unanswered(self.pending.pop(k)) for k in old]
+        done = [k for k, v in self.answered.items() if not v[0] >= horizon]
+        rows += [self.answered.pop(k) for k in done]
+        return rows
 
     def _dns_batch(self, rows: list[list[Any]], out: DecodeResult) -> Any:
         cols = list(zip(*rows, strict=True))
