@@ -163,6 +163,9 @@ class _ZeekRows:
             if recs:
                 out.flows = finish_flows(self._conn_columns(recs, col), msgs, self.name, out.dead)
             return
+        if kinds.count("dns") == len(recs):
+            out.dns = finish_dns(self._dns_columns(recs, col), msgs, self.name, out.dead)
+            return
         conn: list[Any] = []
         conn_m: list[Message] = []
         dns: list[Any] = []
@@ -190,8 +193,11 @@ class _ZeekRows:
         return parse_ts_many(col("ts")).tolist()  # type: ignore[no-any-return]
 
     @staticmethod
-    def _sensor(recs: list[Any]) -> list[str]:
-        return [r.at_system or r.system_name or "" for r in recs]
+    def _sensor(col: _Columns) -> Sequence[str]:
+        a, b = col("at_system"), col("system_name")
+        if a.count(None) == len(a) and b.count(None) == len(b):
+            return [""] * len(a)
+        return [x or y or "" for x, y in zip(a, b, strict=True)]
 
     def _conn_columns(self, recs: list[Any], col: _Columns | None = None) -> dict[str, Any]:
         col = col or _Columns(recs)
@@ -213,7 +219,7 @@ class _ZeekRows:
             "payload_in": _or(col("resp_bytes"), -1),
             "service": _or(col("service"), ""),
             "conn_state": _or(col("conn_state"), ""),
-            "sensor": self._sensor(recs),
+            "sensor": self._sensor(col),
             "bidirectional": [True] * len(recs),
         }
 
@@ -232,7 +238,7 @@ class _ZeekRows:
             "rcode": [c if 0 <= c <= 65535 else -1 for c in _or(col("rcode"), -1)],
             "answers_n": [len(a) for a in answers],
             "answers": [",".join(a) for a in answers],
-            "sensor": self._sensor(recs),
+            "sensor": self._sensor(col),
         }
 
 
