@@ -97,3 +97,14 @@ def test_deterministic_and_empty_windows_cheap() -> None:
     for i in range(last + 1, last + 2000):
         assert a.process_window(Window.of(i, 300.0)) == []
     assert a.nbytes() <= size + 4096
+
+
+def test_idle_hosts_are_evicted() -> None:
+    flows, dns = background(days=2, n_ws=6)
+    det = HostBehaviourDetector(warmup_windows=12, idle_days=1.0)
+    run_windows([det], flows, dns)
+    assert det.entities() > 6
+    last = max(w.index for w, _, _ in windows(flows, dns))
+    for i in range(last + 1, last + 1 + 3 * 288):
+        det.process_window(Window.of(i, 300.0))
+    assert det.entities() == 0 and not det.drift.daily.index

@@ -371,3 +371,14 @@ def test_pinned_admin_role_is_not_alerted_for_new_edges() -> None:
     rdp = _attack([(t, ws, SERVERS[1], 3389, 90_000, 400_000)])
     assert _run_with(rdp, roles={ws: "admin_workstation"}) == []
     assert len(_run_with(rdp)) == 1
+
+
+def test_idle_hosts_are_evicted() -> None:
+    flows, dns = background(days=2, n_ws=6)
+    det = LateralDetector(warmup_days=1.0, idle_days=1.0)
+    run_windows([det], flows, dns)
+    assert det.entities() > 6
+    last = int(flows.ts_start.max() // 300)
+    for i in range(last + 1, last + 1 + 3 * 288):
+        det.process_window(Window.of(i, 300.0))
+    assert det.entities() == 0 and len(det.host_roles) == 0 and len(det.fanout) == 0

@@ -94,6 +94,7 @@ class HostBehaviourDetector(Detector):
         drift_reference_days: int = 3,
         drift_threshold: float = 2.0,
         drift_persist_days: int = 3,
+        idle_days: float = 30.0,
     ) -> None:
         self.n_trees = n_trees
         self.height = height
@@ -112,6 +113,7 @@ class HostBehaviourDetector(Detector):
         self.drift_reference_days = drift_reference_days
         self.drift_threshold = drift_threshold
         self.drift_persist_days = drift_persist_days
+        self.idle_days = idle_days
         self.model = anomaly.HalfSpaceTrees(
             n_trees=n_trees, height=height, window_size=window_size, seed=seed
         )
@@ -286,6 +288,7 @@ class HostBehaviourDetector(Detector):
     def learn(self, features: HostWindow, findings: list[Finding]) -> None:
         if features.rollup is not None:
             self.drift.learn_day(features.rollup)
+            self._evict(features.window, features.rollup.day)
         flagged = {f.entity for f in findings} | features.anomalous
         if not features.hosts:
             self.last_scores = {}
@@ -315,6 +318,24 @@ class HostBehaviourDetector(Detector):
             self.model.learn_one(self._dict(vec[i]))
             self.learnt += 1
         self.last_scores = dict(features.scores)
+
+    def _evict(self, w: Window, day: int) -> None:
+        """Forget hosts idle for ``idle_days`` (rows of the baseline are reused: clear ours too)."""
+        length = max(w.end - w.start, 1e-9)
+        older = int(w.index - self.idle_days * DAY / length)
+        live = np.array(sorted(self.baseline.index.values()), dtype=np.int64)
+        stale = live[self.baseline.last_seen[live] < older] if len(live) else live
+        if len(stale):
+            names = [self.baseline.names[j] for j in stale.tolist()]
+            self.baseline.reset(stale)
+            ok = stale[stale < len(self.q_hi)]
+            self.q_hi[ok] = 0.0
+            self.first_seen[ok] = np.inf
+            self.drift.forget(names)
+        before = w.start - self.idle_days * DAY
+        self.hours.evict(before)
+        self.routine.evict(before)
+        self.drift.daily.evict(int(day - self.idle_days))
 
     def _learn_high(
         self, ids: np.ndarray, x: np.ndarray, calm: np.ndarray, fresh: np.ndarray

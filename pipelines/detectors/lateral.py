@@ -289,7 +289,7 @@ class LateralDetector(Detector):
         day = int(w.start // 86400.0)
         if day != self.day:
             self.day = day
-            self._evict(w.start - self.idle_days * 86400.0)
+            self._evict(w.start - self.idle_days * 86400.0, w.end - w.start)
         flagged = {f.src or f.entity for f in findings}
         for f in findings:
             if f.direction == "lateral" and f.kind == "lateral_movement":
@@ -437,7 +437,10 @@ class LateralDetector(Detector):
             self.edge_ts = np.concatenate([self.edge_ts, np.full((grow, self.edge_cap), -np.inf)])
         return j
 
-    def _evict(self, before: float) -> None:
+    def _evict(self, before: float, length: float) -> None:
+        older = int(before // max(length, 1e-9))  # baselines are learnt with t = window index
+        for b in (self.fanout, self.ldap, self.auth):
+            b.evict(older)
         n = len(self.names)
         if not n:
             return
