@@ -9,15 +9,26 @@ When a window closes, every series that received connections and has at least
 ``min_checkins`` check-ins is scored with :func:`regularity` (RITA-style: Bowley skew,
 MAD and CV of inter-arrival times and sizes, span histogram with CV / two-mode fit,
 coverage and hour consistency; see ``_periodicity``). A series is *periodic* when the
-combined score ≥ ``threshold``, the interval CV ≤ ``cv_max`` (``cv_max_long`` from 32
-check-ins on) and both halves of the series agree on the period within 1.5×.
+combined score ≥ ``threshold``, the interval CV ≤ ``cv_max`` (scaled by
+``sqrt(n / 24)`` below 24 check-ins; ``cv_max_long`` from 32 check-ins on) and both
+halves of the series agree on the period within 1.5×.
 
 Prevalence discount (network-wide): for each destination the detector remembers which
-internal hosts were periodic to it and with what period. If more than
-``prevalence_free`` hosts reach it on the same schedule (period within 1.4×) the score is
-multiplied by ``1 - (hosts - free) / (full - free)`` (0 at ``prevalence_full`` hosts):
-update servers, NTP and telemetry score low. Allow-lists (hosts, destination IPs/CIDRs,
-domains) suppress findings but the series are still tracked.
+internal hosts were (loosely: score ≥ ``prevalence_score`` from ``prevalence_checkins``
+check-ins) periodic to it and with what period. With ``h`` hosts on the same schedule
+(period within 1.4×, this host included) the score is multiplied by the smaller of
+``1 - (h - free) / (full - free)`` (``prevalence_free`` / ``prevalence_full`` hosts) and
+the same ramp on the share of known internal hosts (``prevalence_free_fraction`` ..
+``prevalence_full_fraction``): update servers, telemetry and sync polls score low, a
+single host never is discounted. Allow-lists (hosts, destination IPs/CIDRs, domains)
+suppress findings but the series are still tracked. DNS and NTP ports
+(``ignore_ports``) are left to the DNS detector / not tracked.
+
+Warm-up: beaconing is judged on the series itself (``min_checkins`` check-ins), and a
+host is reported only once it has been seen for ``warmup_seconds`` (a replay of a short
+capture of a host never seen before sets it to 0). Series are re-scored when they grew
+by ``rescore_growth``× or after ``rescore_seconds``; a vectorised MAD/median pre-filter
+skips clearly irregular series.
 
 Connection-failure storms (≥ 90 % S0/REJ) are not beacons by themselves; when periodic
 they are reported with severity 2 ("periodic failed connections").
@@ -323,7 +334,9 @@ class BeaconDetector(Detector):
     def _periodic(self, reg: dict[str, Any]) -> bool:
         if reg["checkins"] < self.min_checkins or reg["score"] < self.threshold:
             return False
-        cv_max = self.cv_max_long if reg["checkins"] >= 32 else self.cv_max
+        n = reg["checkins"]
+        # short series are noisy: the CV bound shrinks with sqrt(n / 24) below 24 check-ins
+        cv_max = self.cv_max_long if n >= 32 else self.cv_max * min(1.0, (n / 24) ** 0.5)
         return bool(reg["ts_cv"] <= cv_max and reg["halves"] >= 2 / 3)
 
     def _loosely_periodic(self, reg: dict[str, Any]) -> bool:
