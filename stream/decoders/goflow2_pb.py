@@ -56,7 +56,7 @@ FIELDS: dict[int, str] = {
     112: "time_flow_end_ns",
 }
 _NUMBERS = {v: k for k, v in FIELDS.items()}
-_ADDR_FIELDS = (6, 7, 11)
+_ADDR_FIELDS = frozenset((6, 7, 11))
 
 
 class _Bad(Exception):
@@ -67,17 +67,16 @@ class _Bad(Exception):
 
 def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     result = shift = 0
-    while True:
-        if pos >= end:
-            raise _Bad("truncated", "varint runs past the end")
+    while pos < end:
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
-        if not b & 0x80:
+        if b < 0x80:
             return result, pos
         shift += 7
         if shift >= 70:
             raise _Bad("schema", "varint longer than 10 bytes")
+    raise _Bad("truncated", "varint runs past the end")
 
 
 _ADDR_CACHE: dict[bytes, str] = {}
@@ -102,33 +101,51 @@ def _addr(raw: bytes) -> str:
 
 
 def _parse_flow(buf: bytes, pos: int, end: int) -> dict[int, Any]:
-    """Fields of one FlowMessage in ``buf[pos:end]`` (last value wins, as protobuf says)."""
+    """Fields of one FlowMessage in ``buf[pos:end]`` (last value wins, as protobuf says).
+
+    One-byte keys and values (most of a FlowMessage) are read inline; longer varints go
+    through :func:`_varint`.
+    """
     out: dict[int, Any] = {}
+    varint = _varint
     while pos < end:
-        key, pos = _varint(buf, pos, end)
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        elif pos + 1 < end and buf[pos + 1] < 0x80:
+            key = (key & 0x7F) | (buf[pos + 1] << 7)
+            pos += 2
+        else:
+            key, pos = varint(buf, pos, end)
         num, wire = key >> 3, key & 7
-        if num == 0:
-            raise _Bad("schema", "field number 0")
-        if num in _ADDR_FIELDS and wire != 2:
-            raise _Bad("schema", f"address field {num} with wire type {wire}")
         if wire == 0:
-            val, pos = _varint(buf, pos, end)
-            out[num] = val
+            if num in _ADDR_FIELDS or num == 0:
+                raise _Bad("schema", f"field {num} with wire type 0")
+            if pos < end and buf[pos] < 0x80:
+                out[num] = buf[pos]
+                pos += 1
+            elif pos + 1 < end and buf[pos + 1] < 0x80:
+                out[num] = (buf[pos] & 0x7F) | (buf[pos + 1] << 7)
+                pos += 2
+            else:
+                out[num], pos = varint(buf, pos, end)
         elif wire == 2:
-            size, pos = _varint(buf, pos, end)
+            if num == 0:
+                raise _Bad("schema", "field number 0")
+            size, pos = varint(buf, pos, end)
             if pos + size > end:
                 raise _Bad("truncated", f"field {num}: {size} bytes past the end")
             if num in _ADDR_FIELDS:
                 out[num] = buf[pos : pos + size]
             pos += size
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
+        elif wire == 1 or wire == 5:
+            if num == 0 or num in _ADDR_FIELDS:
+                raise _Bad("schema", f"field {num} with wire type {wire}")
+            pos += 8 if wire == 1 else 4
+            if pos > end:
+                raise _Bad("truncated", f"field {num} runs past the end")
         else:
             raise _Bad("schema", f"field {num}: unsupported wire type {wire}")
-        if pos > end:
-            raise _Bad("truncated", f"field {num} runs past the end")
     return out
 
 
