@@ -24,7 +24,8 @@ import json
 import logging
 import pickle
 import struct
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,11 @@ class PartitionState:
     dirty: bool = False
     records_since: int = 0
     expect_offset: int | None = None  # after a restore: the offset the first record must have
+    retire: list[bytes] = field(default_factory=list)  # previous owner's state keys
     reseeks: int = 0
 
 
-def pack_state(ps: PartitionState) -> tuple[str, bytes]:
+def pack_state(ps: PartitionState, writer: str = "", slot: int = 0) -> tuple[str, bytes]:
     """(snapshot id, bytes) of one partition's engine + decoder + source offset."""
     info, engine_blob = take_snapshot(ps.engine, meta={"topic": ps.tp[0], "partition": ps.tp[1]})
     decoder_blob = pickle.dumps(ps.decoder, protocol=pickle.HIGHEST_PROTOCOL)
@@ -67,6 +69,8 @@ def pack_state(ps: PartitionState) -> tuple[str, bytes]:
             "topic": ps.tp[0],
             "partition": ps.tp[1],
             "generation": ps.generation,
+            "writer": writer,
+            "slot": slot,
             "engine_bytes": len(engine_blob),
         },
         sort_keys=True,
@@ -84,6 +88,7 @@ def unpack_state(
     (n,) = struct.unpack_from(">I", blob, len(_MAGIC))
     start = len(_MAGIC) + 4
     header = json.loads(blob[start : start + n])
+    header["blob_bytes"] = len(blob)
     body = blob[start + n :]
     engine = restore_snapshot(body[: header["engine_bytes"]], expected_model_version)
     decoder = pickle.loads(body[header["engine_bytes"] :])
@@ -111,17 +116,39 @@ class Checkpointer:
         self.state_partitions = max(1, state_partitions)
         self.chunk_bytes = chunk_bytes
         self._read_cache: dict[int, list[InRecord]] = {}
+        #: this process's token in state keys: a fenced (stale) member that still writes a
+        #: snapshot after its partition moved cannot overwrite the new owner's entries
+        self.writer = uuid.uuid4().hex[:12]
 
-    def _key(self, tp: TP, slot: int, part: str) -> bytes:
-        return f"{self.group}|{tp[0]}|{tp[1]}|{slot}|{part}".encode()
+    def _key(self, tp: TP, slot: int, part: str, writer: str | None = None) -> bytes:
+        w = self.writer if writer is None else writer
+        return f"{self.group}|{tp[0]}|{tp[1]}|{w}|{slot}|{part}".encode()
+
+    def keys_of(self, tp: TP, header: dict[str, Any]) -> list[bytes]:
+        """State keys of a restored snapshot written by another process (to retire)."""
+        writer = str(header.get("writer", ""))
+        if not writer or writer == self.writer:
+            return []
+        slot = int(header.get("slot", 0))
+        n = max(1, -(-int(header.get("blob_bytes", 0)) // self.chunk_bytes))
+        return [self._key(tp, slot, str(i), writer) for i in range(n)] + [
+            self._key(tp, slot, "m", writer)
+        ]
+
+    def retire(self, ps: PartitionState) -> None:
+        """Tombstone the previous owner's entries once this owner committed its own."""
+        partition = ps.tp[1] % self.state_partitions
+        for key in ps.retire:
+            self.producer.send(self.state_topic, None, key=key, partition=partition)
+        ps.retire = []
 
     def _local(self, tp: TP) -> Path | None:
         return self.state_dir / f"{tp[0]}-{tp[1]}.state" if self.state_dir else None
 
     def save(self, ps: PartitionState) -> tuple[str, int]:
         """Send ``ps``'s state (not yet acknowledged: flush the producer before committing)."""
-        sid, blob = pack_state(ps)
         slot = ps.generation % 2
+        sid, blob = pack_state(ps, self.writer, slot)
         ps.generation += 1
         partition = ps.tp[1] % self.state_partitions
         chunks = [
@@ -197,15 +224,17 @@ class Checkpointer:
         partition = tp[1] % self.state_partitions
         records = self.admin.read_partition(self.state_topic, partition)
         prefix = f"{self.group}|{tp[0]}|{tp[1]}|".encode()
-        manifests: dict[int, dict[str, Any]] = {}
+        manifests: dict[tuple[str, int], dict[str, Any]] = {}
         chunks: dict[tuple[str, int], bytes] = {}
         for r in records:
             if not r.key or not r.key.startswith(prefix):
                 continue
-            _g, _t, _p, slot, part = r.key.decode().split("|")
+            _rest, writer, slot, part = r.key.decode().rsplit("|", 3)
+            if not r.value:
+                continue  # tombstone
             if part == "m":
                 try:
-                    manifests[int(slot)] = json.loads(r.value)
+                    manifests[(writer, int(slot))] = json.loads(r.value)
                 except ValueError:
                     continue
             else:

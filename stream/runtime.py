@@ -26,11 +26,11 @@ import numpy as np
 
 from pipelines.config import Settings
 from pipelines.incidents import Incident
-from pipelines.records import annotate_direction
+from pipelines.records import DnsBatch, FlowBatch, annotate_direction
 from pipelines.serialize import render, to_json_bytes
 from stream.checkpoint import Checkpointer, PartitionState
 from stream.decoders import get_decoder
-from stream.decoders.base import DeadLetter, Message
+from stream.decoders.base import DeadLetter, DecodeResult, Message
 from stream.kafka import make_admin, make_consumer, make_producer
 from stream.kafka.base import TP, ClientSettings, ConsumerClient, ProducerClient
 from stream.metrics import Metrics
@@ -204,6 +204,7 @@ class Runtime:
                 header, engine, decoder = got
                 ps.engine, ps.decoder = engine, decoder
                 ps.generation = int(header.get("generation", 0)) + 1
+                ps.retire = self._ckpt.keys_of(tp, header)
             elif snapshot_id:
                 log.error(
                     "%s/%d: snapshot %s not found; starting that partition fresh", *tp, snapshot_id
@@ -239,7 +240,7 @@ class Runtime:
                 ps.expect_offset = None
             fmt = self.formats.get(tp[0], "auto")
             self.metrics.consumed_n(fmt, len(msgs))
-            result = ps.decoder.decode(msgs)
+            result = self._decode(ps, msgs)
             self._dead_letters(fmt, result.dead)
             home = self.settings.home
             flows, dns = (
@@ -265,6 +266,25 @@ class Runtime:
         self.metrics.latency.observe(time.perf_counter() - t0)
         if np.isfinite(newest):
             self.metrics.event_lag.observe(max(0.0, time.time() - newest))
+
+    def _decode(self, ps: PartitionState, msgs: list[Message]) -> DecodeResult:
+        """Decode a batch; a decoder that raises costs only the offending messages."""
+        try:
+            return ps.decoder.decode(msgs)
+        except Exception as exc:  # a decoder bug must not stop the partition
+            log.warning("%s/%d: decoder raised %s; decoding one by one", *ps.tp, type(exc).__name__)
+        out = DecodeResult()
+        for m in msgs:
+            try:
+                one = ps.decoder.decode([m])
+            except Exception as exc:
+                name = getattr(ps.decoder, "name", type(ps.decoder).__name__)
+                out.dead.append(DeadLetter.of(m, "bad_value", f"decoder error: {exc!r}", name))
+                continue
+            out.flows = FlowBatch.concat([out.flows, one.flows])
+            out.dns = DnsBatch.concat([out.dns, one.dns])
+            out.dead.extend(one.dead)
+        return out
 
     def _dead_letters(self, fmt: str, dead: list[DeadLetter]) -> None:
         assert self._producer is not None
@@ -338,6 +358,8 @@ class Runtime:
                 ps.committed_offset = commits[ps.tp][0]
                 ps.dirty = False
                 ps.records_since = 0
+                if ps.retire:
+                    self._ckpt.retire(ps)
         self.metrics.checkpoints.labels("ok").inc()
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
         self.metrics.checkpoint_ts.set(time.time())

@@ -82,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         while not stop.is_set():
             records = consumer.poll(0.5, 10_000)
-            consumer.rebalances.drain()  # stateless: nothing to restore
+            for ev in consumer.rebalances.drain():  # stateless: only drop decoder buffers
+                if ev.change != "assigned":
+                    for tp in ev.partitions:
+                        decoders.pop(tp, None)
             now = time.monotonic()
             if args.max_seconds and now - started > args.max_seconds:
                 break
@@ -117,8 +120,12 @@ def run(args: argparse.Namespace) -> int:
                     ):
                         producer.send(args.output, value, key=str(key).encode())
                     total += len(batch)
-            producer.flush()
-            consumer.commit(offsets)
+            producer.flush()  # the re-keyed copies are acknowledged before the commit
+            owned = consumer.assignment()
+            try:
+                consumer.commit({tp: o for tp, o in offsets.items() if tp in owned})
+            except Exception as exc:  # rebalanced meanwhile: the new owner re-sends (dups)
+                log.warning("commit failed (records will be re-keyed again): %s", exc)
     finally:
         consumer.close()
         producer.close()

@@ -1,0 +1,249 @@
+"""Benchmark: ``slowburn run`` throughput on Kafka against bare consumption, per client.
+
+Produces N goflow2-JSON messages (``encode_goflow2_json`` on a simulated network,
+repeated with shifted time until N, keyed by internal host) into a 4-partition topic,
+then for each client backend measures
+
+* bare consumption of the topic with the same client library (poll loop, no decoding),
+* the runtime (decode → engine per partition → alerts → checkpoints) until all N are processed,
+
+and prints flows/s and the ratio, plus the top entries of a cProfile of the runtime.
+Without ``--bootstrap-servers`` it starts a local broker (deploy/kafka/local-kafka).
+
+    .venv/bin/python bench/kafka.py --smoke            # ~50k messages
+    .venv/bin/python bench/kafka.py --n 1000000 --detectors all
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import logging
+import pstats
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+# this file is named kafka.py: keep its directory off the path so ``import kafka`` is the client
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
+sys.path.insert(0, str(REPO))
+
+EXFIL_ONLY = {
+    "detectors": {
+        n: {"enabled": False} for n in ("beacon", "dns_tunnel", "lateral", "host_behaviour")
+    },
+}
+
+
+def messages(n: int) -> tuple[list[bytes], list[bytes]]:
+    """(values, keys): n goflow2 JSON messages keyed by internal host."""
+    import numpy as np
+
+    from pipelines.records import HomeNetworks, annotate_direction
+    from pipelines.simulate import SimConfig, Simulation
+    from stream.writers import encode_goflow2_json
+
+    sim = Simulation(SimConfig(hosts=50, days=2, seed=7))
+    from pipelines.records import FlowBatch
+
+    flows = FlowBatch.concat([f for f, _d in sim.batches(chunk_seconds=6 * 3600)])
+    span = float(flows.ts_start.max() - flows.ts_start.min()) + 3600.0
+    values: list[bytes] = []
+    keys: list[bytes] = []
+    shift = 0
+    while len(values) < n:
+        part = flows
+        if shift:
+            part = flows.take(slice(None))
+            part.ts_start = part.ts_start + shift * span
+            part.ts_end = part.ts_end + shift * span
+        b = annotate_direction(part, HomeNetworks.default())
+        host = np.where(b.src_inside | ~b.dst_inside, b.src, b.dst).tolist()
+        enc = encode_goflow2_json(part)
+        # two messages (forward, reverse) per flow with a reply: key both by the flow's host
+        reply = (part.bidirectional & (part.pkts_in > 0)).tolist()
+        it = iter(enc)
+        for h, r in zip(host, reply, strict=True):
+            k = h.encode()
+            values.append(next(it))
+            keys.append(k)
+            if r:
+                values.append(next(it))
+                keys.append(k)
+        shift += 1
+    return values[:n], keys[:n]
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes]) -> float:
+    from confluent_kafka import Producer
+
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 50,
+            "partitioner": "murmur2_random",
+            "queue.buffering.max.messages": 2_000_000,
+            "batch.size": 1_000_000,
+        }
+    )
+    t0 = time.perf_counter()
+    for v, k in zip(values, keys, strict=True):
+        while True:
+            try:
+                p.produce(topic, v, k)
+                break
+            except BufferError:
+                p.poll(0.1)
+    p.flush(300)
+    return time.perf_counter() - t0
+
+
+def bare(backend: str, bootstrap: str, topic: str, n: int) -> float:
+    """Seconds to consume n messages with the bare client (first record → last)."""
+    got, t0 = 0, None
+    if backend == "kafka-python":
+        from kafka import KafkaConsumer
+
+        c = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=f"bare-{uuid.uuid4().hex[:6]}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_bytes=64 << 20,
+            max_partition_fetch_bytes=8 << 20,
+        )
+        while got < n:
+            for recs in c.poll(timeout_ms=500, max_records=10_000).values():
+                t0 = t0 or time.perf_counter()
+                got += len(recs)
+        c.close()
+    else:
+        from confluent_kafka import Consumer
+
+        c = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bare-{uuid.uuid4().hex[:6]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        c.subscribe([topic])
+        while got < n:
+            msgs = c.consume(10_000, 0.5)
+            if msgs:
+                t0 = t0 or time.perf_counter()
+                got += sum(1 for m in msgs if m.error() is None)
+        c.close()
+    assert t0 is not None
+    return time.perf_counter() - t0
+
+
+def runtime(
+    backend: str, bootstrap: str, topic: str, n: int, detectors: str, profile: bool
+) -> tuple[float, Any, str]:
+    """Seconds for the runtime to process n messages (first record → last), runtime, profile."""
+    from pipelines.config import Settings
+    from stream.kafka.base import ClientSettings
+    from stream.runtime import Runtime, RuntimeConfig
+
+    settings = Settings.from_mapping(EXFIL_ONLY if detectors == "exfil" else {})
+    cfg = RuntimeConfig(
+        inputs=[(topic, "goflow2-json")],
+        alerts_topic=f"{topic}.alerts",
+        deadletter_topic=f"{topic}.dead",
+        state_topic=f"{topic}.state",
+        group=f"run-{backend}-{uuid.uuid4().hex[:6]}",
+        backend=backend,
+        state_dir=tempfile.mkdtemp(prefix="slowburn-bench-"),
+        checkpoint_interval_s=10.0,
+        max_seconds=1800.0,
+    )
+    rt = Runtime(cfg, settings, ClientSettings(bootstrap_servers=bootstrap))
+    marks: dict[str, float] = {}
+
+    def watch() -> None:
+        while rt.records < n and not rt._stop.is_set():
+            if rt.records and "first" not in marks:
+                marks["first"] = time.perf_counter()
+            time.sleep(0.01)
+        marks["last"] = time.perf_counter()
+        rt.stop()
+
+    threading.Thread(target=watch, daemon=True).start()
+    prof = cProfile.Profile() if profile else None
+    if prof:
+        prof.enable()
+    rt.run()
+    if prof:
+        prof.disable()
+    text = ""
+    if prof:
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(18)
+        text = buf.getvalue()
+    return marks["last"] - marks.get("first", marks["last"]), rt, text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--smoke", action="store_true", help="~50k messages")
+    ap.add_argument("--bootstrap-servers")
+    ap.add_argument("--backends", default="kafka-python,confluent")
+    ap.add_argument("--detectors", choices=("all", "exfil"), default="all")
+    ap.add_argument("--no-profile", action="store_true")
+    args = ap.parse_args(argv)
+    n = 50_000 if args.smoke else args.n
+    logging.basicConfig(level=logging.WARNING)
+    broker = None
+    bootstrap = args.bootstrap_servers
+    if not bootstrap:
+        from tests.kafka_broker import KafkaBroker
+
+        broker = KafkaBroker(Path(tempfile.mkdtemp(prefix="slowburn-bench-kafka-")), scram=False)
+        broker.start()
+        bootstrap = broker.bootstrap
+    try:
+        t = time.perf_counter()
+        values, keys = messages(n)
+        sys.stdout.write(f"generated {n:,} goflow2 messages in {time.perf_counter() - t:.1f} s\n")
+        topic = f"bench-{uuid.uuid4().hex[:6]}"
+        from stream.kafka import make_admin
+        from stream.kafka.base import ClientSettings
+
+        admin = make_admin("kafka-python", ClientSettings(bootstrap_servers=bootstrap))
+        admin.ensure_topic(topic, 4)
+        admin.close()
+        sys.stdout.write(f"produced in {produce(bootstrap, topic, values, keys):.1f} s\n")
+        del values, keys
+        backends = args.backends.split(",")
+        for backend in backends:
+            tb = bare(backend, bootstrap, topic, n)
+            tr, rt, _ = runtime(backend, bootstrap, topic, n, args.detectors, profile=False)
+            flows = sum(ps.engine.stats["flows"] for ps in rt.parts.values())
+            sys.stdout.write(
+                f"{backend:13s} bare {n / tb:>9,.0f} msg/s | runtime {n / tr:>9,.0f} msg/s "
+                f"({flows / tr:>9,.0f} flows/s, {rt.sent_alerts} alerts) | "
+                f"runtime/bare time ratio {tr / tb:.2f}\n"
+            )
+            sys.stdout.flush()
+        if not args.no_profile:
+            backend = backends[-1]
+            _t, _rt, prof = runtime(backend, bootstrap, topic, n, args.detectors, profile=True)
+            sys.stdout.write(f"cProfile of the runtime ({backend}), top by own time:\n{prof}\n")
+    finally:
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
