@@ -273,3 +273,23 @@ def test_simulated_network_only_the_beacon_is_alerted(
         got
     )  # and nothing from the benign background
     assert all(50 <= i.facts["period_s"] <= 70 for i in incidents)  # scenario: every 60 s
+
+
+def test_slow_beacon_survives_table_churn() -> None:
+    """A 20-min beacon keeps its series while one-off pairs overflow the table every window.
+
+    Sizing rule: ``max_pairs`` must exceed the new pairs seen during one beacon period
+    (here 4 windows × 350 = 1 400 < 2 000); established series are then protected.
+    """
+    rng = np.random.default_rng(8)
+    t = T0 + np.cumsum(1200 * (1 + rng.uniform(-0.2, 0.2, 48)))
+    rows = warm_background(["10.0.0.4"], T0) + series("10.0.0.4", "203.0.113.44", 443, t)
+    for w in range(int((t[-1] - T0) // W) + 1):  # 350 new destinations per window
+        rows += [{"ts_start": T0 + w * W + float(x), "src": f"10.3.0.{k % 200}", "dst": f"198.18.{w % 250}.{k}",
+                  "dst_port": 443, "bytes_out": 300, "bytes_in": 900}
+                 for k, x in enumerate(rng.uniform(0, W, 350))]  # fmt: skip
+    det = BeaconDetector(max_pairs=2000)
+    found = drive(det, flows(rows))
+    assert det.pairs.evicted > 10_000 and det.entities() <= 2000
+    assert {f.episode for f in found} == {"203.0.113.44:443"}
+    assert abs(found[-1].facts["period_s"] - 1200) < 150

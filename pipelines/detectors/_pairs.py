@@ -2,9 +2,9 @@
 
 Struct-of-arrays storage (numpy, grown by doubling up to ``max_pairs`` rows) so a batch
 is appended with one sort and a few scatter operations. When the table is full, new
-keys evict the least recently active rows first; rows with at least ``protect_n``
-connections count as ``protect_s`` seconds more recent (a scan cannot flush the
-established series out). Row bytes: ``ring × 12`` (float64 time + float32 size) plus
+keys evict the least recently active rows first; a row with ``n`` connections counts as
+``protect_s · min(1, n / protect_n)`` seconds more recent, so one-off pairs (the bulk of
+the churn) go first and a scan cannot flush established series out. Row bytes: ``ring × 12`` (float64 time + float32 size) plus
 ~72 bytes of counters.
 
 >>> t = PairTable(ring=4, max_pairs=2)
@@ -15,8 +15,8 @@ established series out). Row bytes: ``ring × 12`` (float64 time + float32 size)
 ...          np.zeros(3, bool))
 >>> t.series(0)
 (array([1., 2.]), array([10., 20.]))
->>> t.rows([("c", "z", 3)], now=20.0).tolist()   # full: evicts the least recent row
-[0]
+>>> t.rows([("c", "z", 3)], now=20.0).tolist()  # full: evicts the least active row
+[1]
 """
 
 from __future__ import annotations
@@ -150,7 +150,8 @@ class PairTable:
                 [k is not None and i not in busy for i, k in enumerate(self.keys)], dtype=bool
             )
             cand = np.flatnonzero(used)
-            prio = self.last[cand] + np.where(self.n[cand] >= self.protect_n, self.protect_s, 0.0)
+            bonus = self.protect_s * np.minimum(1.0, self.n[cand] / max(1, self.protect_n))
+            prio = self.last[cand] + bonus
             victims = cand[np.argsort(prio, kind="stable")[:need]]
             self.evict_rows(victims.tolist())
             self.evicted += len(victims)
