@@ -26,6 +26,7 @@ import ipaddress
 import json
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -190,6 +191,8 @@ def parse_ts_many(values: Sequence[Any]) -> np.ndarray:
     [1707834880.85612, 1707834881.0]
     >>> parse_ts_many([1.5, "2024-02-13T14:34:41+0100", None]).tolist()
     [1.5, 1707831281.0, nan]
+    >>> parse_ts_many(["2024-02-13T14:34:41z", "2024-02-13T15:34:41"]).tolist()
+    [nan, 1707838481.0]
     """
     if not values:
         return np.zeros(0, dtype=np.float64)
@@ -205,8 +208,10 @@ def parse_ts_many(values: Sequence[Any]) -> np.ndarray:
         if "+" not in joined and "Z" not in joined and joined.count("-") == 2 * n:
             plain = joined.split("\x00")
             try:
-                us = np.asarray(plain, dtype="datetime64[us]")
-            except ValueError:
+                with warnings.catch_warnings():  # a time zone numpy would apply silently
+                    warnings.simplefilter("error")
+                    us = np.asarray(plain, dtype="datetime64[us]")
+            except (ValueError, UserWarning, DeprecationWarning):
                 pass
             else:
                 out = us.astype(np.int64) / 1e6
