@@ -160,7 +160,7 @@ def regularity(
     merge_gap: float = 0.5,
     max_missed: float = 0.3,
     max_fold: int = 4,
-    fold_min: int = 20,
+    fold_min: int = 32,
     hour_span: float = 7200.0,
     weights: tuple[float, float, float, float] = (0.35, 0.15, 0.25, 0.25),
 ) -> dict[str, Any]:

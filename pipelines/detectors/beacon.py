@@ -112,7 +112,7 @@ class BeaconDetector(Detector):
         idle_evict: float = 86_400.0,
         merge_gap: float = 0.5,
         max_missed: float = 0.3,
-        fold_min: int = 20,
+        fold_min: int = 32,
         prevalence_free: int = 2,
         prevalence_full: int = 6,
         prevalence_free_fraction: float = 0.05,
