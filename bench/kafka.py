@@ -192,6 +192,29 @@ def runtime(
     return marks["last"] - marks.get("first", marks["last"]), rt, text
 
 
+def in_memory(values: list[bytes], detectors: str) -> tuple[float, float]:
+    """(decode-only s, decode + engine s) without Kafka: the detector ceiling."""
+    from pipelines.config import Settings
+    from stream.decoders import get_decoder
+    from stream.decoders.base import Message
+
+    settings = Settings.from_mapping(EXFIL_ONLY if detectors == "exfil" else {})
+    msgs = [Message(v, "bench/0", i) for i, v in enumerate(values)]
+    dec = get_decoder("goflow2-json")
+    t0 = time.perf_counter()
+    for i in range(0, len(msgs), 10_000):
+        dec.decode(msgs[i : i + 10_000])
+    t_dec = time.perf_counter() - t0
+    from pipelines.records import annotate_direction
+
+    dec, engine = get_decoder("goflow2-json"), settings.build_engine()
+    t0 = time.perf_counter()
+    for i in range(0, len(msgs), 10_000):
+        res = dec.decode(msgs[i : i + 10_000])
+        engine.process(annotate_direction(res.flows, settings.home))
+    return t_dec, time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -223,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         admin.ensure_topic(topic, 4)
         admin.close()
         sys.stdout.write(f"produced in {produce(bootstrap, topic, values, keys):.1f} s\n")
+        t_dec, t_eng = in_memory(values, args.detectors)
+        sys.stdout.write(
+            f"in memory, no Kafka, one engine: decode {n / t_dec:,.0f} msg/s, "
+            f"decode + engine ({args.detectors}) {n / t_eng:,.0f} msg/s\n"
+        )
         del values, keys
         backends = args.backends.split(",")
         for backend in backends:

@@ -132,7 +132,7 @@ def test_scram_wrong_password_is_refused(kafka, topic_name, backend) -> None:  #
     with pytest.raises(Exception) as info:
         prod = make_producer(backend, client)
         prod.send(topic_name, b"x")
-        prod.flush(timeout_s=10)
+        prod.flush(timeout_s=3)
     assert "wrong" not in str(info.value)
 
 

@@ -48,7 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deadletter-topic", help="dead-letter topic (default slowburn.deadletter)")
     p.add_argument("--state-topic", help="compacted state topic (default slowburn.state)")
     p.add_argument("--group", help="consumer group (default slowburn)")
-    p.add_argument("--instance-id", help="static group membership id (default: $HOSTNAME when set)")
+    p.add_argument(
+        "--instance-id", help="static group membership id (default: $SLOWBURN_INSTANCE_ID when set)"
+    )
     p.add_argument(
         "--backend",
         choices=("kafka-python", "confluent"),
