@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", metavar="FILE", help="keep/reuse the generated file here")
     args = p.parse_args(argv)
     if args.smoke:
-        args.flows, args.hosts, args.subset, args.top = 20_000, 30, 10_000, 8
+        args.flows, args.hosts, args.subset, args.top = 10_000, 20, 5_000, 8
     out = sys.stdout.write
     from pipelines.detectors import available
 

@@ -43,7 +43,15 @@ RESULTS_MD = HERE / "RESULTS.md"
 RESULTS_JSON = HERE / "results.json"
 SIM_START = 1_699_833_600.0  # pipelines.simulate.DEFAULT_START (Monday 2023-11-13 00:00 UTC)
 
-__all__ = ["load_configs", "main", "parse_results_md", "plan_injection", "render", "run", "run_scenario"]
+__all__ = [
+    "load_configs",
+    "main",
+    "parse_results_md",
+    "plan_injection",
+    "render",
+    "run",
+    "run_scenario",
+]
 
 
 class EvalSuiteError(Exception):
@@ -113,12 +121,21 @@ def _iso(t: float) -> str:
 
 
 def group_truth(truth: dict[str, Any], files: list[str]) -> dict[str, Any]:
-    """The dataset's incidents recorded for ``files`` (all incidents if they name no files)."""
-    wanted = set(files) | {Path(f).name for f in files}
+    """The dataset's incidents recorded for ``files`` (all incidents if they name no files).
+
+    >>> t = {"name": "d", "incidents": [
+    ...     {"id": "a", "files": ["x/dns.pcap"], "start": "2022-01-01T00:00:00Z", "end": "2022-01-01T00:01:00Z"},
+    ...     {"id": "b", "files": ["y/dns.pcap"], "start": "2022-01-02T00:00:00Z", "end": "2022-01-02T00:01:00Z"}]}
+    >>> g = group_truth(t, ["y/dns.pcap"])
+    >>> [i["id"] for i in g["incidents"]], g["span"]
+    (['b'], {'start': '2022-01-02T00:00:00.000Z', 'end': '2022-01-02T00:01:00.000Z'})
+    """
+    wanted = set(files)
     incs = []
     for inc in truth.get("incidents", []):
         names = inc.get("files")
-        if names is None or wanted & (set(names) | {Path(n).name for n in names}):
+        # exact relative paths (dns-tunnel's three files are all called dns.pcap)
+        if names is None or wanted & set(names):
             incs.append(dict(inc))
     if not incs:
         raise EvalSuiteError(f"{truth.get('name')}: no incidents for files {files}")
@@ -447,15 +464,23 @@ def main(argv: list[str] | None = None) -> int:
         stored = {r["name"]: r for r in json.loads(RESULTS_JSON.read_text())["results"]}
     for r in results:
         stored[r["name"]] = r
-    order = [c["name"] for c in load_configs()]
+    current = {c["name"]: c for c in load_configs()}
+    order = list(current)
     merged = [stored[n] for n in order if n in stored]
+    for r in merged:  # flags/descriptions as the configs say now
+        r["quick"] = bool(current[r["name"]].get("quick"))
+        r["description"] = str(current[r["name"]].get("description", "")).strip()
+    missing = [n for n in order if n not in stored]
     meta = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _git_commit(),
         "machine": machine(),
     }
     RESULTS_JSON.write_text(json.dumps({"meta": meta, "results": merged}, indent=1) + "\n")
-    RESULTS_MD.write_text(render(merged, meta) + "\n")
+    text = render(merged, meta)
+    if missing:
+        text += "\n## Not run\n\n" + "".join(f"- {n}: no result recorded yet\n" for n in missing)
+    RESULTS_MD.write_text(text + "\n")
     sys.stdout.write(f"wrote {RESULTS_MD}\n")
     return 0
 
