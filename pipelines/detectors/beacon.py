@@ -11,7 +11,9 @@ MAD and CV of inter-arrival times and sizes, span histogram with CV / two-mode f
 coverage and hour consistency; see ``_periodicity``). A series is *periodic* when the
 combined score ≥ ``threshold``, the interval CV ≤ ``cv_max`` (scaled by
 ``sqrt(n / 24)`` below 24 check-ins; ``cv_max_long`` from 32 check-ins on) and both
-halves of the series agree on the period within 1.5×.
+halves of the series agree on the period within 1.5×; below ``size_gate_checkins``
+check-ins the size score must also reach ``size_gate_score`` (C2 check-ins have steady
+sizes, short random web/CDN series do not).
 
 Prevalence discount (network-wide): for each destination the detector remembers which
 internal hosts were (loosely: score ≥ ``prevalence_score`` from ``prevalence_checkins``
@@ -123,6 +125,8 @@ class BeaconDetector(Detector):
         reemit_seconds: float = 3600.0,
         max_scored: int = 2000,
         prefilter_madm: float = 0.45,
+        size_gate_checkins: int = 48,
+        size_gate_score: float = 0.5,
         rescore_growth: float = 1.25,
         rescore_seconds: float = 3600.0,
         ignore_ports: tuple[int, ...] = (53, 123),
@@ -155,6 +159,8 @@ class BeaconDetector(Detector):
         self.reemit_seconds = reemit_seconds
         self.max_scored = max_scored
         self.prefilter_madm = prefilter_madm
+        self.size_gate_checkins = size_gate_checkins
+        self.size_gate_score = size_gate_score
         self.rescore_growth = rescore_growth
         self.rescore_seconds = rescore_seconds
         self.ignore_ports = tuple(ignore_ports)
@@ -337,7 +343,9 @@ class BeaconDetector(Detector):
         n = reg["checkins"]
         # short series are noisy: the CV bound shrinks with sqrt(n / 24) below 24 check-ins
         cv_max = self.cv_max_long if n >= 32 else self.cv_max * min(1.0, (n / 24) ** 0.5)
-        return bool(reg["ts_cv"] <= cv_max and reg["halves"] >= 2 / 3)
+        # below ``size_gate_checkins`` the sizes must be regular too (web/CDN traffic is not)
+        sizes_ok = n >= self.size_gate_checkins or reg["ds_score"] >= self.size_gate_score
+        return bool(reg["ts_cv"] <= cv_max and reg["halves"] >= 2 / 3 and sizes_ok)
 
     def _loosely_periodic(self, reg: dict[str, Any]) -> bool:
         return bool(
