@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import io
 import logging
 import pstats
@@ -60,9 +61,9 @@ def messages(n: int) -> tuple[list[bytes], list[bytes]]:
     while len(values) < n:
         part = flows
         if shift:
-            part = flows.take(slice(None))
-            part.ts_start = part.ts_start + shift * span
-            part.ts_end = part.ts_end + shift * span
+            part = dataclasses.replace(
+                flows, ts_start=flows.ts_start + shift * span, ts_end=flows.ts_end + shift * span
+            )
         b = annotate_direction(part, HomeNetworks.default())
         host = np.where(b.src_inside | ~b.dst_inside, b.src, b.dst).tolist()
         enc = encode_goflow2_json(part)

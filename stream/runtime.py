@@ -320,11 +320,24 @@ class Runtime:
             self._consumer.pause(self._consumer.assignment())
             self.paused = True
             self.pauses += 1
+            self._pause_metrics(1)
             log.info("alert sink slow (%d unacknowledged): pausing input", pending)
         elif self.paused and pending <= self.cfg.max_in_flight // 2:
             self._consumer.resume(self._consumer.assignment())
             self.paused = False
+            self._pause_metrics(0)
             log.info("alert sink caught up: resuming input")
+
+    def _pause_metrics(self, paused: int) -> None:
+        # ``input_paused`` / ``backpressure_pauses`` are proposed for stream/metrics.py
+        gauge, counter = (
+            getattr(self.metrics, "paused", None),
+            getattr(self.metrics, "pauses", None),
+        )
+        if gauge is not None:
+            gauge.set(paused)
+        if counter is not None and paused:
+            counter.inc()
 
     # -- checkpoints --------------------------------------------------------------------
     def checkpoint(self) -> None:
