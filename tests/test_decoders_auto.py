@@ -128,3 +128,29 @@ def test_chunked_decoding_equals_one_chunk(name: str) -> None:
     assert list(a.flows.rows()) == list(b.flows.rows()) and list(a.dns.rows()) == list(b.dns.rows())
     assert [(d.reason, d.offset) for d in a.dead] == [(d.reason, d.offset) for d in b.dead]
     assert a.ignored == b.ignored
+
+
+def test_fast_format_check_agrees_with_full_sniff_on_mixed_batches() -> None:
+    """The previous-format shortcut never claims a message sniff_format gives elsewhere."""
+    from stream.decoders.auto import AutoDecoder, sniff_format
+
+    zeek = b'{"ts":1.5,"id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2","conn_state":"S0"}'
+    values = [
+        zeek,
+        zeek,
+        b'{"ts":1.5,"id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2","event_type":"flow"}',
+        zeek,
+        b'{"ts":1.5,"kind":"flow","id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2"}',
+        b'{"src_addr":"10.0.0.1","time_flow_start_ns":1,"id.orig_h":"10.0.0.1"}',
+        zeek,
+        b'{"ip_src":"10.0.0.1","ip_dst":"10.0.0.2","id.orig_h":"x"}',
+    ]
+    auto = AutoDecoder()
+    last = None
+    from stream.decoders.auto import _clean_formats
+
+    clean = _clean_formats(values)
+    for i, v in enumerate(values):
+        got = auto._format(Message(v, "t/0", i), last, clean)
+        assert got == sniff_format(v)
+        last = got

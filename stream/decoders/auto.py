@@ -1,6 +1,9 @@
 """Auto-detection: sniff every message and dispatch it to a per-format decoder.
 
-Sniffing is cheap (first bytes and key presence); each format's decoder is created
+Sniffing is cheap (first bytes and key presence) and cheaper still for a run of
+messages of one JSON format from one origin: the previous message's format is checked
+first, with a test that is exact (it never claims a message :func:`sniff_format` would
+give to another format) and falls back to the full sniff otherwise. Each format's decoder is created
 lazily, once, and kept (stateful decoders keep their state: NetFlow templates, Zeek TSV
 headers, Suricata pending DNS requests). Within a batch the relative order of each
 format's messages is kept. A message no format claims, or whose format's module is not
@@ -101,6 +104,58 @@ def sniff_format(value: bytes) -> str | None:
     return None
 
 
+#: JSON formats that may be re-checked first (the last format seen from an origin):
+#: (substrings whose presence means an earlier format in :func:`sniff_format` might claim
+#: the message, the format's own sniff). A message passing the fast check is exactly what
+#: :func:`sniff_format` would say; anything else goes through the full sniff.
+_FAST: dict[str, tuple[tuple[bytes, ...], Any]] = {
+    "pmacct": ((), PmacctDecoder.sniff),
+    "goflow2-json": ((b'"ip_src"', b'"event_type"'), Goflow2JsonDecoder.sniff),
+    "suricata": (
+        (b'"ip_src"', b'"src_addr"', b'"SrcAddr"', b'"event_type": "purge', b'"event_type":"purge'),
+        SuricataDecoder.sniff,
+    ),
+    "zeek-json": (
+        (b'"ip_src"', b'"event_type"', b'"src_addr"', b'"SrcAddr"'),
+        ZeekJsonDecoder.sniff,
+    ),
+}
+
+_BLOCKERS = sorted({b for blockers, _sniff in _FAST.values() for b in blockers})
+
+
+def _clean_formats(values: Sequence[bytes]) -> frozenset[str]:
+    """Formats of :data:`_FAST` none of whose blockers (nor a ``"kind"`` key) occur in ``values``.
+
+    One scan of the joined batch per substring instead of several per message; joining
+    can only add matches, so a format listed here is safe for every message.
+    """
+    joined = b"\n".join(values)
+    if b'"kind"' in joined.replace(b" ", b""):
+        return frozenset()
+    present = {b for b in _BLOCKERS if b in joined}
+    return frozenset(
+        fmt for fmt, (blockers, _sniff) in _FAST.items() if present.isdisjoint(blockers)
+    )
+
+
+def _fast_check(fmt: str, value: bytes, clean: frozenset[str]) -> bool:
+    """True if ``sniff_format(value) == fmt`` for sure (False: ask :func:`sniff_format`).
+
+    ``clean`` comes from :func:`_clean_formats` over a batch holding ``value``.
+
+    >>> v = b'{"ts":1.5,"id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2","conn_state":"S0"}'
+    >>> _fast_check("zeek-json", v, _clean_formats([v])), sniff_format(v)
+    (True, 'zeek-json')
+    >>> w = b'{"event_type":"flow","id.orig_h":"x"}'
+    >>> _fast_check("zeek-json", w, _clean_formats([v, w])), sniff_format(w)
+    (False, 'suricata')
+    """
+    if fmt not in clean or value[:1] != b"{":
+        return False
+    return bool(_FAST[fmt][1](value))
+
+
 class AutoDecoder(Decoder):
     """Dispatch each message to the decoder of the format it looks like.
 
@@ -127,10 +182,14 @@ class AutoDecoder(Decoder):
                 self.missing.add(fmt)
         return dec
 
-    def _format(self, m: Message) -> str | None:
+    def _format(
+        self, m: Message, last: str | None = None, clean: frozenset[str] = frozenset()
+    ) -> str | None:
         v = m.value
         if m.origin in self.tsv_origins and v[:1] not in (b"{", b"#"):
             return "zeek-tsv"
+        if last is not None and _fast_check(last, v, clean):
+            return last
         fmt = sniff_format(v)
         if fmt == "zeek-tsv" and m.origin not in self.tsv_origins:
             if len(self.tsv_origins) >= self.max_origins:
@@ -151,6 +210,8 @@ class AutoDecoder(Decoder):
     def decode(self, messages: Sequence[Message]) -> DecodeResult:
         out = DecodeResult()
         groups: dict[str, list[Message]] = {}
+        last: dict[str, str | None] = {}  # origin -> format of its previous message
+        clean = _clean_formats([m.value for m in messages]) if len(messages) > 1 else frozenset()
         for m in messages:
             if len(m.value) > MAX_MESSAGE_BYTES:
                 out.dead.append(
@@ -159,7 +220,7 @@ class AutoDecoder(Decoder):
                     )
                 )
                 continue
-            fmt = self._format(m)
+            fmt = last[m.origin] = self._format(m, last.get(m.origin), clean)
             if fmt is None or (self.formats is not None and fmt not in self.formats):
                 out.dead.append(self._unknown(m))
                 continue
