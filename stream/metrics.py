@@ -131,6 +131,15 @@ class Metrics:
         self.late = Counter(
             "late_records", "Records later than the lateness allowance", namespace=ns, registry=r
         )
+        self.paused = Gauge(
+            "input_paused", "1 while inputs are paused for back-pressure", namespace=ns, registry=r
+        )
+        self.pauses = Counter(
+            "backpressure_pauses",
+            "Input pauses because outputs were unacknowledged",
+            namespace=ns,
+            registry=r,
+        )
         self.rebalances = Counter(
             "rebalances", "Partition assignment changes", ["change"], namespace=ns, registry=r
         )

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -169,12 +171,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """The session's broker (PLAINTEXT + SCRAM listeners), started on first use."""
-    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"), scram=True)
+    # not under pytest's basetemp: a concurrent pytest session prunes old basetemps, which
+    # would delete a running broker's data
+    data = Path(tempfile.mkdtemp(prefix="slowburn-kafka-"))
+    broker = KafkaBroker(data, scram=True)
     broker.start()
     try:
         yield broker
     finally:
         broker.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

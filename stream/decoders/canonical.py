@@ -105,8 +105,10 @@ class CanonicalDecoder(Decoder):
             except msgspec.ValidationError as exc:
                 out.dead.append(DeadLetter.of(m, "schema", str(exc), self.name))
                 continue
-            except msgspec.DecodeError as exc:
-                out.dead.append(DeadLetter.of(m, "not_json", str(exc), self.name))
+            except (msgspec.DecodeError, RecursionError) as exc:
+                out.dead.append(
+                    DeadLetter.of(m, "not_json", str(exc) or "nested too deeply", self.name)
+                )
                 continue
             if isinstance(rec, _Flow):
                 if not (
