@@ -51,6 +51,8 @@ def test_background_is_quiet_and_a_burst_is_a_host_anomaly_with_its_score() -> N
     names = {e.name for e in f.evidence}
     assert "host-behaviour score" in names and len(names & set(FEATURES)) >= det.min_features
     assert "host-behaviour score" in f.sentence
+    # audit trail: a bounded sample of the host's records behind the finding
+    assert 0 < len(f.positions) <= 8 and all(o == "burst" for o, _k in f.positions)
 
 
 def test_entity_score_pure_score_pickle_and_params() -> None:
@@ -108,3 +110,15 @@ def test_idle_hosts_are_evicted() -> None:
     for i in range(last + 1, last + 1 + 3 * 288):
         det.process_window(Window.of(i, 300.0))
     assert det.entities() == 0 and not det.drift.daily.index
+
+
+def test_drift_day_rollup_keeps_a_bounded_positions_sample_per_host() -> None:
+    from pipelines.detectors.drift import DriftMonitor
+
+    m = DriftMonitor(("bytes_out",), max_positions=3)
+    for w in range(4):
+        m.add(["a", "b"], np.array([[1.0], [2.0]]), [[("f", 2 * w), ("f", 2 * w + 1)], []])
+    roll = m.close_day(0)
+    assert roll.positions == {"a": (("f", 0), ("f", 1), ("f", 2))}
+    assert m.close_day(1).positions == {}
+    assert pickle.loads(pickle.dumps(m)).max_positions == 3

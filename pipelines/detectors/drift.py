@@ -28,7 +28,8 @@ It is a component of :class:`~pipelines.detectors.host_behaviour.HostBehaviourDe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from river import drift as river_drift
@@ -48,6 +49,8 @@ class DayRollup:
     day: int
     hosts: list[str]
     totals: np.ndarray  # (hosts, features)
+    #: host -> bounded sample of (origin, offset) of its records that day (audit trail)
+    positions: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
 
 
 class DriftMonitor:
@@ -63,6 +66,7 @@ class DriftMonitor:
         learn_gate: float = 4.0,
         min_peers: int = 3,
         adwin_delta: float = 0.05,
+        max_positions: int = 8,
     ) -> None:
         self.features = tuple(features)
         self.reference_days = reference_days
@@ -72,6 +76,8 @@ class DriftMonitor:
         self.learn_gate = learn_gate
         self.min_peers = min_peers
         self.adwin_delta = adwin_delta
+        self.max_positions = max_positions
+        self.day_positions: dict[str, list[tuple[str, int]]] = {}
         self.daily = RobustBaseline(
             self.features,
             warmup=reference_days,
@@ -87,22 +93,41 @@ class DriftMonitor:
             str, tuple[int, float]
         ] = {}  # host -> (days the drift grew in a row, last drift)
 
-    def add(self, hosts: Sequence[str], x: np.ndarray) -> None:
-        """Add one window's per-host features (columns = ``features``) to today's totals."""
+    def add(
+        self,
+        hosts: Sequence[str],
+        x: np.ndarray,
+        positions: Sequence[Sequence[tuple[str, int]]] | None = None,
+    ) -> None:
+        """Add one window's per-host features (columns = ``features``) to today's totals.
+
+        ``positions`` (per host, (origin, offset) of its records) keeps a bounded sample
+        per host and day: the audit trail of a ``baseline_drift`` finding.
+        """
         for h, row in zip(hosts, np.asarray(x, dtype=np.float64), strict=True):
             acc = self.sums.get(h)
             if acc is None:
                 self.sums[h] = row.copy()
             else:
                 acc += row
+        if positions is None:
+            return
+        keep = self.max_positions
+        for h, pos in zip(hosts, positions, strict=True):
+            if not pos:
+                continue
+            got = self.day_positions.setdefault(h, [])
+            if len(got) < keep:
+                got.extend(pos[: keep - len(got)])
 
     def close_day(self, day: int) -> DayRollup:
         hosts = sorted(self.sums)
         totals = (
             np.array([self.sums[h] for h in hosts]) if hosts else np.zeros((0, len(self.features)))
         )
-        self.sums = {}
-        return DayRollup(day, hosts, totals)
+        positions = {h: tuple(p) for h, p in self.day_positions.items()}
+        self.sums, self.day_positions = {}, {}
+        return DayRollup(day, hosts, totals, positions)
 
     def _relative(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         d = self.daily.drift(ids)
@@ -154,6 +179,7 @@ class DriftMonitor:
                            "reference": ref, "adaptive": now, "rising_days": grew, "adwin": adwin,
                            "atlas": "AML.T0020", "day_total": float(roll.totals[i, k])},
                     src=host, direction="internal", count=1, analytic="Statistical",
+                    positions=roll.positions.get(host, ()),
                 )
             )  # fmt: skip
         return out
@@ -189,9 +215,15 @@ class DriftMonitor:
             self.changed.pop(h, None)
             self.streak.pop(h, None)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("max_positions", 8)  # snapshots from before the audit-trail sample
+        state.setdefault("day_positions", {})
+        self.__dict__.update(state)
+
     def nbytes(self) -> int:
         return int(
             self.daily.nbytes()
             + 600 * len(self.adwin)
             + 120 * (len(self.streak) + len(self.changed))
+            + 100 * sum(len(p) for p in self.day_positions.values())
         )

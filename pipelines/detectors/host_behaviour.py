@@ -55,6 +55,49 @@ _UNITS = ("bytes", "bytes", "connections", "hosts", "hosts", "queries", "connect
 _FAILED = np.array(["S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR"], dtype=object)
 _DRIFT_FEATURES = ("bytes_out", "bytes_in", "connections", "distinct_dsts")
 DAY = 86400.0
+MAX_POSITIONS = 8
+Positions = tuple[tuple[str, int], ...]
+
+
+def sample_positions(
+    acc: dict[str, list[tuple[str, int]]],
+    hosts: list[str],
+    inv: np.ndarray,
+    origin: np.ndarray,
+    offset: np.ndarray,
+    limit: int = MAX_POSITIONS,
+) -> None:
+    """Add to ``acc[host]`` the (origin, offset) of the host's first records, up to ``limit``.
+
+    ``inv`` maps each record to its host (index into ``hosts``); records without an
+    origin are skipped.
+
+    >>> acc = {}
+    >>> sample_positions(acc, ["a", "b"], np.array([0, 1, 0]), np.array(["f", "f", "f"], dtype=object),
+    ...                  np.array([1, 2, 3]), limit=1)
+    >>> acc
+    {'a': [('f', 1)], 'b': [('f', 2)]}
+    """
+    if not len(inv):
+        return
+    order = np.argsort(inv, kind="stable")
+    bounds = np.searchsorted(inv[order], np.arange(len(hosts) + 1)).tolist()
+    for h, host in enumerate(hosts):
+        got = acc.get(host)
+        need = limit - (len(got) if got is not None else 0)
+        a, b = bounds[h], bounds[h + 1]
+        if need <= 0 or a == b:
+            continue
+        rows = order[a : min(b, a + need)]
+        new = [
+            (o, k) for o, k in zip(origin[rows].tolist(), offset[rows].tolist(), strict=True) if o
+        ]
+        if not new:
+            continue
+        if got is None:
+            acc[host] = new
+        else:
+            got.extend(new)
 
 
 @dataclass
@@ -66,6 +109,7 @@ class HostWindow:
     x: np.ndarray
     off: np.ndarray
     rollup: DayRollup | None = None
+    positions: dict[str, Positions] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
     anomalous: set[str] = field(default_factory=set)
 
@@ -135,6 +179,7 @@ class HostBehaviourDetector(Detector):
         self.first_seen = np.zeros(0, dtype=np.float64)  # by baseline row
         self.last_scores: dict[str, float] = {}
         self._acc: dict[str, np.ndarray] = {}
+        self._pos: dict[str, list[tuple[str, int]]] = {}  # audit-trail sample per host, this window
 
     # -- ingest ---------------------------------------------------------------------
     def ingest(self, flows: FlowBatch, dns: DnsBatch, window: Window) -> None:
@@ -166,14 +211,18 @@ class HostBehaviourDetector(Detector):
                     ],
                     axis=1,
                 )
-                self._add(hosts.tolist(), cols)
+                names = hosts.tolist()
+                self._add(names, cols)
+                sample_positions(self._pos, names, si, flows.origin[m], flows.offset[m])
         if len(dns):
             m = dns.src_inside
             if m.any():
-                hosts, counts = np.unique(dns.src[m], return_counts=True)
+                hosts, di, counts = np.unique(dns.src[m], return_inverse=True, return_counts=True)
                 cols = np.zeros((len(hosts), len(FEATURES)))
                 cols[:, 5] = counts
-                self._add(hosts.tolist(), cols)
+                names = hosts.tolist()
+                self._add(names, cols)
+                sample_positions(self._pos, names, di, dns.origin[m], dns.offset[m])
 
     def _add(self, hosts: list[str], cols: np.ndarray) -> None:
         for h, row in zip(hosts, cols, strict=True):
@@ -194,8 +243,9 @@ class HostBehaviourDetector(Detector):
         hosts = sorted(self._acc)
         x = np.array([self._acc[h] for h in hosts]) if hosts else np.zeros((0, len(FEATURES)))
         off = np.array([self.hours.off_hours(h, window.start) for h in hosts], dtype=bool)
-        self._acc = {}
-        return HostWindow(window, hosts, x, off, rollup)
+        positions = {h: tuple(p) for h, p in self._pos.items()}
+        self._acc, self._pos = {}, {}
+        return HostWindow(window, hosts, x, off, rollup, positions)
 
     def _vectors(self, feats: HostWindow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ids = self.baseline.known(feats.hosts)
@@ -283,6 +333,7 @@ class HostBehaviourDetector(Detector):
             facts={"hst_score": round(s, 3), "features": {FEATURES[k]: float(feats.x[i, k]) for k in top},
                    "off_hours": bool(feats.off[i])},
             src=host, direction="internal", count=int(feats.x[i, 2]), analytic="Learning",
+            positions=feats.positions.get(host, ()),
         )  # fmt: skip
 
     def learn(self, features: HostWindow, findings: list[Finding]) -> None:
@@ -313,7 +364,11 @@ class HostBehaviourDetector(Detector):
         fresh = [h for h in strong if not self._routine(h, features.window.start)]
         if fresh:
             self.routine.observe(fresh, features.window.start)
-        self.drift.add(features.hosts, features.x[:, [FEATURES.index(f) for f in _DRIFT_FEATURES]])
+        self.drift.add(
+            features.hosts,
+            features.x[:, [FEATURES.index(f) for f in _DRIFT_FEATURES]],
+            [features.positions.get(h, ()) for h in features.hosts],
+        )
         for i in np.flatnonzero(calm).tolist():
             self.model.learn_one(self._dict(vec[i]))
             self.learnt += 1
@@ -392,3 +447,7 @@ class HostBehaviourDetector(Detector):
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_pos", {})  # snapshots from before the audit-trail sample
+        self.__dict__.update(state)
