@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q
+# two workers; a module's tests stay on one worker (module-scoped broker fixtures and references)
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: demo test lint format tools kafka-jars eval bench clean
 
