@@ -12,8 +12,8 @@ coverage and hour consistency; see ``_periodicity``). A series is *periodic* whe
 combined score ≥ ``threshold``, the interval CV ≤ ``cv_max`` (scaled by
 ``sqrt(n / 24)`` below 24 check-ins; ``cv_max_long`` from 32 check-ins on) and both
 halves of the series agree on the period within 1.5×; below ``size_gate_checkins``
-check-ins the size score must also reach ``size_gate_score`` (C2 check-ins have steady
-sizes, short random web/CDN series do not).
+check-ins the sizes must be steady too, ``1 - MAD/median >= size_gate_score`` (C2
+check-ins have steady sizes, short random web/CDN series do not).
 
 Prevalence discount (network-wide): for each destination the detector remembers which
 internal hosts were (loosely: score ≥ ``prevalence_score`` from ``prevalence_checkins``
@@ -343,8 +343,8 @@ class BeaconDetector(Detector):
         n = reg["checkins"]
         # short series are noisy: the CV bound shrinks with sqrt(n / 24) below 24 check-ins
         cv_max = self.cv_max_long if n >= 32 else self.cv_max * min(1.0, (n / 24) ** 0.5)
-        # below ``size_gate_checkins`` the sizes must be regular too (web/CDN traffic is not)
-        sizes_ok = n >= self.size_gate_checkins or reg["ds_score"] >= self.size_gate_score
+        # below ``size_gate_checkins`` sizes must be steady too: 1 - MAD/median >= size_gate_score
+        sizes_ok = n >= self.size_gate_checkins or reg["ds_madm"] >= self.size_gate_score
         return bool(reg["ts_cv"] <= cv_max and reg["halves"] >= 2 / 3 and sizes_ok)
 
     def _loosely_periodic(self, reg: dict[str, Any]) -> bool:
