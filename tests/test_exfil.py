@@ -388,3 +388,26 @@ def test_unidirectional_records_give_the_same_detections() -> None:
         (f.entity, f.episode, f.end) for f in bi
     ]
     assert uni[0].facts["upload_download_ratio"] == bi[0].facts["upload_download_ratio"]
+
+
+def test_idle_hosts_are_evicted_and_their_rows_reused() -> None:
+    det = ExfilDetector(idle_days=1.0)
+    day = 86400.0
+
+    def window(t: float, hosts: list[str]) -> None:
+        w = Window.of(int(t // 300.0), 300.0)
+        b = _flows([{"ts_start": t + i, "src": h, "dst": "45.1.0.1", "bytes_out": 1000}
+                    for i, h in enumerate(hosts)])  # fmt: skip
+        det.ingest(b, DnsBatch.empty(), w)
+        det.process_window(w)
+
+    window(0.0, ["10.0.0.1", "10.0.0.2"])
+    size = det.nbytes()
+    window(0.7 * day, ["10.0.0.2"])
+    window(2.1 * day, ["10.0.0.2"])  # next day: 10.0.0.1 idle for > 1 day
+    assert det.entities() == 1 and "10.0.0.1" not in det.hz.index
+    assert [h for h, _d in det.pairs.index] == [det.hz.index["10.0.0.2"]]  # its pair is freed
+    window(2.2 * day, ["10.0.0.3"])  # reuses the evicted host's row and pair slot
+    assert det.hz.index["10.0.0.3"] == 0 and len(det.hz.names) == 2
+    assert det.hz.first_hour[0] == int(2.2 * day // 3600) and det.nbytes() <= size + 64
+    assert det.params()["idle_days"] == 1.0

@@ -256,6 +256,19 @@ class PairTable:
         out[new] = rows
         return out
 
+    def forget_hosts(self, host_rows: np.ndarray) -> None:
+        """Free every pair of ``host_rows`` (evicted hosts); their rows are reused first."""
+        host_rows = host_rows[host_rows < len(self.host_slots)]
+        slots = self.host_slots[host_rows].ravel()
+        slots = slots[slots >= 0]
+        if not len(slots):
+            return
+        for h, d in zip(self.cols["host"][slots].tolist(), self.dst[slots].tolist(), strict=True):
+            self.index.pop((h, d), None)
+        self._reset(slots)
+        self.free.extend(slots.tolist())
+        self.host_slots[host_rows] = -1
+
     def add_sample(self, rows: np.ndarray) -> None:
         """Keep the open window's last position of ``rows`` (first half kept, then newest)."""
         for r in rows.tolist():

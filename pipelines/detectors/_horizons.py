@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -91,13 +92,15 @@ class HostHorizons:
         self.ring = np.zeros((0, self.slots), dtype=np.float32)
         self.first_hour = np.zeros(0, dtype=np.int64)
         self.flags = np.zeros(0, dtype=np.uint8)  # bit i: finding during horizon i's period
+        self.last_hour = np.zeros(0, dtype=np.int64)  # last hour the host was seen
+        self.free: list[int] = []  # rows of evicted hosts, reused first (as the baselines do)
         self.hour = -1
         self.peer_loc = np.zeros(len(self.horizons))
         self.peer_spread = np.full(len(self.horizons), 1.0)
         self.peer_n = np.zeros(len(self.horizons), dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.index)
 
     # -- bookkeeping -----------------------------------------------------------------
     def rows(self, hosts: Sequence[str], hour: int) -> np.ndarray:
@@ -108,12 +111,17 @@ class HostHorizons:
         for i, h in enumerate(hosts):
             r = index.get(h)
             if r is None:
-                r = index[h] = len(self.names)
-                self.names.append(h)
+                if self.free:
+                    r = self.free.pop()
+                    self.names[r] = h
+                else:
+                    r = len(self.names)
+                    self.names.append(h)
+                index[h] = r
                 new.append(h)
             out[i] = r
         if new:
-            for b in self.base:
+            for b in self.base:  # same free-list discipline: the rows agree
                 b.ids(new)
             n = len(self.names)
             cap = len(self.first_hour)
@@ -122,9 +130,41 @@ class HostHorizons:
                 self.ring = np.concatenate([self.ring, np.zeros((grow, self.slots), np.float32)])
                 self.first_hour = np.concatenate([self.first_hour, np.full(grow, -1, np.int64)])
                 self.flags = np.concatenate([self.flags, np.zeros(grow, np.uint8)])
+            if len(self.last_hour) < len(self.first_hour):
+                pad = len(self.first_hour) - len(self.last_hour)
+                self.last_hour = np.concatenate([self.last_hour, np.zeros(pad, np.int64)])
             fresh = out[self.first_hour[out] < 0]
             self.first_hour[fresh] = hour
+        if len(self.last_hour) < len(self.first_hour):  # snapshots from before eviction
+            pad = len(self.first_hour) - len(self.last_hour)
+            self.last_hour = np.concatenate([self.last_hour, np.zeros(pad, np.int64)])
+        self.last_hour[out] = hour
         return out
+
+    def evict(self, older_than: int) -> np.ndarray:
+        """Forget hosts not seen since hour ``older_than``; return their (now free) rows.
+
+        >>> hz = HostHorizons((1,), (1,))
+        >>> _ = hz.rows(["a", "b"], 0); _ = hz.rows(["b"], 50)
+        >>> hz.evict(older_than=10).tolist(), len(hz), hz.rows(["c"], 60).tolist()
+        ([0], 1, [0])
+        """
+        live = np.array(sorted(self.index.values()), dtype=np.int64)
+        if not len(live):
+            return live
+        stale = live[self.last_hour[live] < older_than]
+        if not len(stale):
+            return stale
+        for r in stale.tolist():
+            del self.index[self.names[r]]
+            self.names[r] = ""
+            self.free.append(r)
+        for b in self.base:
+            b.reset(stale)
+        self.ring[stale] = 0.0
+        self.first_hour[stale] = -1
+        self.flags[stale] = 0
+        return stale
 
     def known(self, hosts: Sequence[str]) -> np.ndarray:
         get = self.index.get
@@ -209,7 +249,7 @@ class HostHorizons:
         rows = np.arange(n)
         x = self.ordered(rows, hour)
         csum = np.cumsum(x, axis=1)
-        hist = hour - self.first_hour[:n] + 1
+        hist = np.where(self.first_hour[:n] >= 0, hour - self.first_hour[:n] + 1, 0)  # free rows: 0
         for i, (h, b) in enumerate(zip(self.horizons, self.base, strict=True)):
             if (hour + 1) % min(h, 24):
                 continue
@@ -229,8 +269,15 @@ class HostHorizons:
                 )
                 self.peer_n[i] = int(warm.sum())
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("free", [])  # snapshots from before eviction
+        state.setdefault("last_hour", np.zeros(0, dtype=np.int64))
+        self.__dict__.update(state)
+
     def nbytes(self) -> int:
-        arrays = self.ring.nbytes + self.first_hour.nbytes + self.flags.nbytes
+        arrays = (
+            self.ring.nbytes + self.first_hour.nbytes + self.flags.nbytes + self.last_hour.nbytes
+        )
         return int(
             arrays + sum(b.nbytes() for b in self.base) + sum(len(s) + 90 for s in self.names)
         )

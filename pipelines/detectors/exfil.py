@@ -122,6 +122,7 @@ class ExfilDetector(Detector):
         baseline_rate: float = 0.05,
         baseline_max_step: float = 0.5,
         volume_floor: float = 1e5,
+        idle_days: float = 30.0,
     ) -> None:
         self.horizons_hours = tuple(horizons_hours)
         self.horizon_warmups = tuple(horizon_warmups)
@@ -150,6 +151,8 @@ class ExfilDetector(Detector):
         self.baseline_rate = baseline_rate
         self.baseline_max_step = baseline_max_step
         self.volume_floor = volume_floor
+        self.idle_days = idle_days
+        self._evict_day = -(10**9)
         self._cloud_nets = [ipaddress.ip_network(c, strict=False) for c in self.cloud_storage_cidrs]
         self.hz = HostHorizons(
             self.horizons_hours,
@@ -175,7 +178,7 @@ class ExfilDetector(Detector):
         return len(self.hz)
 
     def _grow_hosts(self) -> None:
-        n, have = len(self.hz), len(self.w_host_out)
+        n, have = len(self.hz.names), len(self.w_host_out)
         if n <= have:
             return
         g = max(n, 2 * have, 64) - have
@@ -428,6 +431,36 @@ class ExfilDetector(Detector):
             self.hz.flag(self.hz.known([fd.entity for fd in findings]))
         if int(f.window.end // 3600) > f.hour or f.window.end % 3600 == 0:
             self.hz.learn_hour(f.hour)
+        day = int(f.window.start // 86400)
+        if day != self._evict_day:  # once a day: forget hosts idle for idle_days
+            self._evict_day = day
+            self._evict(f.hour - int(self.idle_days * 24))
+
+    def _evict(self, older_than_hour: int) -> None:
+        """Forget hosts not seen since ``older_than_hour``: horizons, baselines, pairs, CUSUMs."""
+        stale = self.hz.evict(older_than_hour)
+        if not len(stale):
+            return
+        stale = stale[stale < len(self.w_host_out)]
+        self.w_host_out[stale] = 0.0
+        self.h_cusum[stale] = 0.0
+        self.h_cusum_t[stale] = 0.0
+        self.h_emit[stale] = 0.0
+        self.h_fire_win[stale] = -(10**9)
+        self.pairs.forget_hosts(stale)
+
+    def nbytes(self) -> int:
+        """Approximate state size in bytes (per-host arrays, pair table, destinations)."""
+        host = sum(
+            a.nbytes
+            for a in (self.w_host_out, self.h_cusum, self.h_cusum_t, self.h_emit, self.h_fire_win)
+        )
+        return int(host + self.hz.nbytes() + self.pairs.nbytes() + 100 * len(self.domains))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("idle_days", 30.0)  # snapshots from before eviction
+        state.setdefault("_evict_day", -(10**9))
+        self.__dict__.update(state)
 
     # -- explanation ------------------------------------------------------------------
     def _is_cloud(self, dst: str, domain: str) -> bool:
