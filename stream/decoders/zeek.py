@@ -253,6 +253,7 @@ class ZeekJsonDecoder(_ZeekRows, ChunkedDecoder):
         self._under = msgspec.json.Decoder(_Under)
         self._tag_dotted = msgspec.json.Decoder(_TaggedDotted)
         self._tag_under = msgspec.json.Decoder(_TaggedUnder)
+        self._tagged = False  # the previous chunk was all tagged conn/dns with dotted keys
 
     def __getstate__(self) -> dict[str, Any]:
         return {"chunk": self.chunk}
@@ -270,8 +271,34 @@ class ZeekJsonDecoder(_ZeekRows, ChunkedDecoder):
         tag = _TAG.match(head)
         return tag is not None and tag.group(1) in (b"conn", b"dns") and b'"ts"' in value
 
+    def _decode_tagged(self, messages: Sequence[Message], out: DecodeResult) -> bool:
+        """Fast path for a chunk of only tagged conn/dns records with dotted keys (what the
+        general path below would do for it, with one parse per message instead of two).
+        False (and ``out`` untouched) for any other chunk."""
+        match = _TAG.match
+        for m in messages:
+            tag = match(m.value, 0, 200)
+            if tag is None or tag.group(1) not in (b"conn", b"dns"):
+                return False
+        tagged, ok, dead = typed_decode(self._tag_dotted, messages, self.name)
+        if dead:
+            return False
+        recs = []
+        for t in tagged:
+            inner = t.conn if t.conn is not None else t.dns
+            if inner is None or inner.orig_h is None:
+                return False
+            recs.append(inner)
+        for t, inner in zip(tagged, recs, strict=True):
+            if inner.at_stream is None and inner.at_path is None and inner.path is None:
+                inner.at_path = "conn" if t.conn is not None else "dns"
+        self._emit(recs, ok, out)
+        return True
+
     def decode_chunk(self, messages: Sequence[Message]) -> DecodeResult:
         out = DecodeResult()
+        if self._tagged and self._decode_tagged(messages, out):
+            return out
         recs, ok, dead = typed_decode(self._dotted, messages, self.name)
         if not dead and None not in column(recs, "orig_h"):  # all bare records with dotted keys
             self._emit(recs, ok, out)
@@ -289,6 +316,7 @@ class ZeekJsonDecoder(_ZeekRows, ChunkedDecoder):
                 continue
             key = ("t" if tag is not None else "") + ("under" if under else "dotted")
             groups[key].append(m)
+        self._tagged = len(groups["tdotted"]) == len(messages)
         recs = []
         msgs: list[Message] = []
         for key, dec in (("dotted", self._dotted), ("under", self._under)):
