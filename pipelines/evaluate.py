@@ -19,7 +19,7 @@ first matching revision (what the engine knew when it first raised the alert).
 ...     start, end = 1704070800.0, 1704078000.0
 >>> m = match_incident(inc, [A()])
 >>> m.time_to_detect, m.technique_correct
-(7200.0, True)
+(10800.0, True)
 """
 
 from __future__ import annotations

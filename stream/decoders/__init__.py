@@ -4,7 +4,7 @@ Formats are loaded lazily by name: ``get_decoder("zeek-json")``. ``auto`` sniffs
 message and dispatches it to the first format that claims it (see :mod:`.auto`).
 
 >>> sorted(FORMATS)[:3]
-['auto', 'goflow2-json', 'goflow2-pb']
+['auto', 'canonical', 'goflow2-json']
 """
 
 from __future__ import annotations
