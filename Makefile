@@ -7,7 +7,7 @@ PIP_FLAGS ?= -q
 # two workers; a module's tests stay on one worker (module-scoped broker fixtures and references)
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: demo test lint format tools kafka-jars eval bench clean
+.PHONY: demo test lint format tools kafka-jars eval bench bench-smoke clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,19 +34,23 @@ test: $(VENV)/.installed tools kafka-jars
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check stream pipelines tests bench
-	$(VENV)/bin/ruff format --check stream pipelines tests bench
+	$(VENV)/bin/ruff check stream pipelines tests bench eval
+	$(VENV)/bin/ruff format --check stream pipelines tests bench eval
 	$(VENV)/bin/mypy
 
 format: $(VENV)/.installed
-	$(VENV)/bin/ruff format stream pipelines tests bench
-	$(VENV)/bin/ruff check --fix stream pipelines tests bench
+	$(VENV)/bin/ruff format stream pipelines tests bench eval
+	$(VENV)/bin/ruff check --fix stream pipelines tests bench eval
 
 eval: $(VENV)/.installed
 	$(PY) -m eval.run_all
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_all.py
+
+## bench-smoke: every benchmark on small inputs (CI): they must run and print their figures
+bench-smoke: $(VENV)/.installed
+	$(PY) bench/run_all.py --smoke
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
