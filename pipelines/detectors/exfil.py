@@ -110,7 +110,7 @@ class ExfilDetector(Detector):
         min_pair_conns: int = 20,
         rare_hosts: int = 2,
         asym_min: float = 3.0,
-        top_k: int = 32,
+        top_k: int = 16,
         max_destinations: int = 200_000,
         reemit_growth: float = 1.25,
         reemit_windows: int = 12,
