@@ -21,7 +21,12 @@ DEFAULT_SCENARIOS = ("slow_exfil", "fast_exfil", "beacon", "dns_exfil", "lateral
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hosts", type=int, default=100, help="simulated hosts (default 100)")
-    p.add_argument("--days", type=int, default=4, help="simulated days (default 4: the slow exfiltration runs 72 h from day 2)")
+    p.add_argument(
+        "--days",
+        type=int,
+        default=4,
+        help="simulated days (default 4: the slow exfiltration runs 72 h from day 2)",
+    )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument(
         "--scenario",
