@@ -122,9 +122,16 @@ class PairTable:
                 self.keys[r] = None
                 self.free.append(int(r))
 
+    def _live(self) -> np.ndarray:
+        """Mask of rows holding a key (a row's key is ``None`` exactly when it is free)."""
+        used = np.ones(len(self.keys), dtype=bool)
+        if self.free:
+            used[np.array(self.free, dtype=np.int64)] = False
+        return used
+
     def evict_idle(self, before: float) -> int:
         """Evict rows whose last connection is older than ``before``; returns how many."""
-        used = np.array([k is not None for k in self.keys], dtype=bool)
+        used = self._live()
         idle = np.flatnonzero(used & (self.last < before))
         self.evict_rows(idle.tolist())
         self.evicted += len(idle)
@@ -145,10 +152,8 @@ class PairTable:
             self._alloc(cap)
             need = len(new) - len(self.free)
         if need > 0:
-            busy = set(out[~missing].tolist())
-            used = np.array(
-                [k is not None and i not in busy for i, k in enumerate(self.keys)], dtype=bool
-            )
+            used = self._live()
+            used[out[~missing]] = False  # rows of this batch are never victims
             cand = np.flatnonzero(used)
             bonus = self.protect_s * np.minimum(1.0, self.n[cand] / max(1, self.protect_n))
             prio = self.last[cand] + bonus

@@ -266,19 +266,41 @@ class BeaconDetector(Detector):
             flows.bidirectional[sel] & (flows.pkts_in[sel] == 0)
         )
         self.pairs.append(rows, ts, out + inb, out, inb, failed)
-        n_ip = len(idx)
-        for j in np.flatnonzero(rows >= 0).tolist():
-            r = int(rows[j])
-            self.dirty.add(r)
-            pos = self.positions.setdefault(r, [])
+        self._note_rows(flows, rows, sel, len(idx))
+
+    def _note_rows(self, flows: FlowBatch, rows: np.ndarray, sel: np.ndarray, n_ip: int) -> None:
+        """Mark rows dirty; keep ≤ 8 record positions and ≤ 8 distinct IPs per domain row.
+
+        Only the first 8 records of each row (in batch order) can add a position, so the
+        Python loop runs over at most 8 records per row instead of every record.
+        """
+        ok = np.flatnonzero(rows >= 0)
+        if len(ok) == 0:
+            return
+        rr = rows[ok]
+        self.dirty.update(np.unique(rr).tolist())
+        order = np.argsort(rr, kind="stable")
+        srt = rr[order]
+        at = np.arange(len(srt))
+        first = np.maximum.accumulate(np.where(np.r_[True, srt[1:] != srt[:-1]], at, 0))
+        jj = ok[np.sort(order[at - first < 8])]
+        kk = sel[jj]
+        positions = self.positions
+        for r, o, off in zip(
+            rows[jj].tolist(), flows.origin[kk].tolist(), flows.offset[kk].tolist(), strict=True
+        ):
+            pos = positions.setdefault(r, [])
             if len(pos) < 8:
-                k = int(sel[j])
-                pos.append((str(flows.origin[k]), int(flows.offset[k])))
-            if j >= n_ip:
-                ips = self.domain_ips.setdefault(r, [])
-                d = str(flows.dst[sel[j]])
-                if len(ips) < 8 and d not in ips:
-                    ips.append(d)
+                pos.append((str(o), int(off)))
+        dj = ok[ok >= n_ip]
+        if len(dj) == 0:
+            return
+        seen = dict.fromkeys(zip(rows[dj].tolist(), flows.dst[sel[dj]].tolist(), strict=True))
+        for r, d in seen:
+            ips = self.domain_ips.setdefault(r, [])
+            d = str(d)
+            if len(ips) < 8 and d not in ips:
+                ips.append(d)
 
     # ------------------------------------------------------------------ close / score / learn
     def close(self, window: Window) -> dict[str, Any]:
