@@ -131,7 +131,7 @@ def _interval_scores(
 
 def _histogram_scores(ts: np.ndarray) -> tuple[float, float, int]:
     n = len(ts)
-    bins = int(np.clip(n // 3, 4, 24))
+    bins = min(max(n // 3, 4), 24)
     span = float(ts[-1] - ts[0])
     if span <= 0:
         return 0.0, 0.0, bins
@@ -192,7 +192,7 @@ def regularity(
     coverage = 1.0 - iv["gap_time"] / span if span > 0 else 0.0
     hours = np.floor(t / 3600.0)
     hour_total = int(hours[-1] - hours[0]) + 1
-    consistency = len(np.unique(hours)) / hour_total
+    consistency = (1 + int(np.count_nonzero(np.diff(hours)))) / hour_total  # t is sorted
     dur_score = max(coverage, consistency) if span >= hour_span else coverage
     w = weights
     score = (w[0] * ts_score + w[1] * ds_score + w[2] * hist_score + w[3] * dur_score) / sum(w)

@@ -190,7 +190,11 @@ class BeaconDetector(Detector):
         if not has.any():
             return
         names = self.names
-        for q, ans in zip(dns.query[has].tolist(), dns.answers[has].tolist(), strict=True):
+        # only the last occurrence of a (query, answers) pair matters: it re-inserts the same
+        # values at the end of the (insertion-ordered) map, overriding earlier ones
+        pairs = zip(dns.query[has].tolist(), dns.answers[has].tolist(), strict=True)
+        last = list(dict.fromkeys(reversed(list(pairs))))
+        for q, ans in reversed(last):
             reg = self.splitter.registered(q)
             if not reg:
                 continue
