@@ -31,6 +31,18 @@ _COUNTERS = ("n", "failed", "fill", "head", "scored")
 _FLOATS = ("out", "inb", "first", "last", "emitted", "scored_at")
 
 
+def _nanmedian_rows(a: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Row-wise median of the ``count`` non-NaN values of each row (``np.nanmedian``, faster).
+
+    >>> _nanmedian_rows(np.array([[3.0, np.nan, 1.0, 2.0], [4.0, 1.0, np.nan, np.nan]]),
+    ...                 np.array([3, 2]))
+    array([2. , 2.5])
+    """
+    s = np.sort(a, axis=1)  # NaN sort last
+    i = np.arange(len(a))
+    return (s[i, (count - 1) // 2] + s[i, count // 2]) / 2
+
+
 class PairTable:
     """Key → row index with per-row connection rings (see module docstring)."""
 
@@ -172,7 +184,12 @@ class PairTable:
         if fresh:
             self._reset(np.array(fresh, dtype=np.int64), now)
         self.last_fresh = fresh
-        return np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        # rows found above were never victims (busy), so only the missing keys need a look-up
+        at = np.flatnonzero(missing)
+        out[at] = np.fromiter(
+            (index.get(keys[i], -1) for i in at.tolist()), dtype=np.int64, count=len(at)
+        )
+        return out
 
     def append(
         self,
@@ -226,8 +243,8 @@ class PairTable:
         ratio = np.full(len(rows), np.inf)
         if ok.any():
             dd = d[ok]
-            med = np.nanmedian(dd, axis=1)
-            mad = np.nanmedian(np.abs(dd - med[:, None]), axis=1)
+            med = _nanmedian_rows(dd, count[ok])
+            mad = _nanmedian_rows(np.abs(dd - med[:, None]), count[ok])
             ratio[ok] = mad / np.maximum(med, 1e-9)
         return count, ratio
 
