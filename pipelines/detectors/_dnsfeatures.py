@@ -61,8 +61,26 @@ def query_features(
     min_label: int = 20,
     min_entropy: float = 3.2,
 ) -> dict[str, Any]:
-    """Feature columns of ``names`` (see module docstring)."""
-    split = [splitter.split(str(q)) for q in names.tolist()]
+    """Feature columns of ``names`` (see module docstring).
+
+    Features are computed once per distinct name of the batch and mapped back.
+    """
+    index: dict[Any, int] = {}
+    inv = np.fromiter(
+        (index.setdefault(q, len(index)) for q in names.tolist()), dtype=np.int64, count=len(names)
+    )
+    f = _unique_features(list(index), splitter, min_len, min_label, min_entropy)
+    inv_list = inv.tolist()
+    f["sub"] = [f["sub"][i] for i in inv_list]
+    for k in ("reg", "sub_len", "max_label", "entropy", "ip_like", "encoded"):
+        f[k] = f[k][inv]
+    return f
+
+
+def _unique_features(
+    names: list[Any], splitter: DomainSplitter, min_len: int, min_label: int, min_entropy: float
+) -> dict[str, Any]:
+    split = [splitter.split(str(q)) for q in names]
     subs = [s for s, _ in split]
     reg = np.empty(len(split), dtype=object)
     reg[:] = [r for _, r in split]
