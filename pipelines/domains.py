@@ -61,6 +61,13 @@ def normalise_name(name: str) -> str:
 
 
 def _is_ip(name: str) -> bool:
+    """Whether ``name`` is an IP literal (fast path: IPv4 is ASCII digits and dots, IPv6 has ':').
+
+    >>> _is_ip("10.0.0.1"), _is_ip("::1"), _is_ip("www.example.com"), _is_ip("1.2.3")
+    (True, True, False, False)
+    """
+    if ":" not in name and name.strip("0123456789."):
+        return False  # what ip_address would reject, without raising (and catching) an error
     try:
         ipaddress.ip_address(name)
     except ValueError:
