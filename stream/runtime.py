@@ -347,9 +347,13 @@ class Runtime:
         if not dirty:
             return
         t0 = time.perf_counter()
+        # alerts name the snapshot their state descends from: only a committed one counts, so a
+        # member whose commit is refused (fenced after a pause) keeps naming the last durable
+        # snapshot, exactly as the new owner that restores it does (same alert, same content)
+        durable = {ps.tp: ps.engine.snapshot_id for ps in dirty}
+        commits: dict[TP, tuple[int, str]] = {}
         try:
             self._producer.flush()  # every alert/dead letter before these offsets is acknowledged
-            commits: dict[TP, tuple[int, str]] = {}
             total = 0
             for ps in dirty:
                 sid, nbytes = self._ckpt.save(ps)
@@ -361,13 +365,17 @@ class Runtime:
             commits = {tp: v for tp, v in commits.items() if tp in owned and tp in self.parts}
             self._consumer.commit(commits)
         except Exception as exc:
+            for ps in dirty:
+                ps.engine.snapshot_id = durable[ps.tp]
             self.metrics.checkpoints.labels("error").inc()
             if type(exc).__name__ == "CommitFailedError":
                 self.commit_failures += 1
             log.warning("checkpoint failed (will retry): %s", exc)
             return
         for ps in dirty:
-            if ps.tp in commits:
+            if ps.tp not in commits:
+                ps.engine.snapshot_id = durable[ps.tp]
+            else:
                 ps.committed_offset = commits[ps.tp][0]
                 ps.dirty = False
                 ps.records_since = 0

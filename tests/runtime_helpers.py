@@ -96,9 +96,28 @@ def alerts_by_revision(records: Iterable[Any]) -> dict[tuple[str, int], bytes]:
         uid = doc["finding_info"]["uid"]
         rev = int(doc["unmapped"]["slowburn"]["incident"]["revision"])
         key = (uid, rev)
-        assert seen.get(key, r.value) == r.value, f"alert {key} appeared with different content"
+        assert seen.get(key, r.value) == r.value, (
+            f"alert {key} appeared with different content: {_differences(json.loads(seen[key]), doc)}"
+        )
         seen[key] = r.value
     return seen
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Paths where two JSON documents differ (for assertion messages)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            d
+            for k in sorted(set(a) | set(b))
+            for d in _differences(a.get(k), b.get(k), f"{path}.{k}")
+        ]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in _differences(x, y, f"{path}[{i}]")
+        ]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"[:200]]
 
 
 def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
