@@ -63,6 +63,7 @@ import numpy as np
 from pipelines.detectors._beacon_finding import beacon_finding
 from pipelines.detectors._pairs import PairTable
 from pipelines.detectors._periodicity import regularity
+from pipelines.detectors._warmup import HostWarmup
 from pipelines.detectors.base import Detector, Finding, Window
 from pipelines.domains import DomainSplitter
 from pipelines.exceptions import ConfigError
@@ -97,7 +98,7 @@ def _in(ip: str, nets: list[Any]) -> bool:
     return any(a.version == n.version and a in n for n in nets)
 
 
-class BeaconDetector(Detector):
+class BeaconDetector(HostWarmup, Detector):
     """Periodic check-ins per (src, dst, port) and (src, domain, port); see module docstring."""
 
     name: ClassVar[str] = "beacon"
@@ -206,24 +207,6 @@ class BeaconDetector(Detector):
                 names[ip] = (q.rstrip(".").lower(), reg)
         while len(names) > self.name_map_size:
             names.pop(next(iter(names)))
-
-    def _see_hosts(self, flows: FlowBatch, dns: DnsBatch) -> None:
-        hosts = self.hosts
-        for ips, ts in (
-            (flows.src[flows.src_inside], flows.ts_start[flows.src_inside]),
-            (dns.src, dns.ts),
-        ):
-            if len(ips) == 0:
-                continue
-            first = float(ts.min())
-            for ip in set(ips.tolist()) - hosts.keys():
-                hosts[ip] = first
-        while len(hosts) > self.max_hosts:
-            hosts.pop(next(iter(hosts)))
-
-    def _warm(self, host: str, window: Window) -> bool:
-        first = self.hosts.get(host)
-        return first is not None and window.end - first >= self.warmup_seconds
 
     def ingest(self, flows: FlowBatch, dns: DnsBatch, window: Window) -> None:
         self._see_hosts(flows, dns)

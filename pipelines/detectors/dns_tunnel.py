@@ -46,6 +46,7 @@ import numpy as np
 from pipelines.detectors._dns_finding import tunnel_finding
 from pipelines.detectors._dnsfeatures import UNUSUAL_QTYPES, query_features
 from pipelines.detectors._sketch import hash64, hll_estimate, hll_update
+from pipelines.detectors._warmup import HostWarmup
 from pipelines.detectors.base import Detector, Finding, Window
 from pipelines.domains import DomainSplitter
 from pipelines.records import DnsBatch, FlowBatch
@@ -90,7 +91,7 @@ def _new_state(hour: int) -> dict[str, Any]:
     }
 
 
-class DnsTunnelDetector(Detector):
+class DnsTunnelDetector(HostWarmup, Detector):
     """Tunnels and slow exfiltration over DNS names; see module docstring."""
 
     name: ClassVar[str] = "dns_tunnel"
@@ -151,24 +152,6 @@ class DnsTunnelDetector(Detector):
         self.last_evict = -math.inf
 
     # ------------------------------------------------------------------ ingest
-    def _see_hosts(self, flows: FlowBatch, dns: DnsBatch) -> None:
-        hosts = self.hosts
-        for ips, ts in (
-            (flows.src[flows.src_inside], flows.ts_start[flows.src_inside]),
-            (dns.src, dns.ts),
-        ):
-            if len(ips) == 0:
-                continue
-            first = float(ts.min())
-            for ip in set(ips.tolist()) - hosts.keys():
-                hosts[ip] = first
-        while len(hosts) > self.max_hosts:
-            hosts.pop(next(iter(hosts)))
-
-    def _warm(self, host: str, window: Window) -> bool:
-        first = self.hosts.get(host)
-        return first is not None and window.end - first >= self.warmup_seconds
-
     def ingest(self, flows: FlowBatch, dns: DnsBatch, window: Window) -> None:
         self._see_hosts(flows, dns)
         if len(dns):
