@@ -27,6 +27,7 @@ __all__ = [
     "ProducerClient",
     "RebalanceEvent",
     "RebalanceQueue",
+    "peer_of",
 ]
 
 #: (topic, partition)
@@ -48,6 +49,18 @@ class InRecord:
 class RebalanceEvent:
     change: str  # "assigned" | "revoked" | "lost"
     partitions: frozenset[TP]
+
+
+def peer_of(headers: Any) -> str:
+    """The ``peer`` header (a NetFlow exporter's address) of a record, or "".
+
+    >>> peer_of([("a", b"x"), ("peer", b"192.0.2.1")])
+    '192.0.2.1'
+    """
+    for k, v in headers:
+        if k == "peer":
+            return bytes(v or b"").decode("utf-8", "replace")
+    return ""
 
 
 class RebalanceQueue:

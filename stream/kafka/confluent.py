@@ -28,6 +28,7 @@ from stream.kafka.base import (
     InRecord,
     ProducerClient,
     RebalanceQueue,
+    peer_of,
 )
 
 __all__ = ["CKAdmin", "CKConsumer", "CKProducer"]
@@ -52,13 +53,6 @@ def _common(s: ClientSettings) -> dict[str, Any]:
     if s.ssl_password:
         cfg["ssl.key.password"] = s.ssl_password
     return cfg
-
-
-def _peer(headers: Any) -> str:
-    for k, v in headers:
-        if k == "peer":
-            return bytes(v or b"").decode("utf-8", "replace")
-    return ""
 
 
 class CKConsumer(ConsumerClient):
@@ -168,7 +162,7 @@ class CKConsumer(ConsumerClient):
                     origins[key],
                     m.offset(),
                     m.key(),
-                    _peer(headers) if headers else "",
+                    peer_of(headers) if headers else "",
                     ts / 1000.0 if ts > 0 else None,
                 )
             )

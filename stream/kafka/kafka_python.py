@@ -36,6 +36,7 @@ from stream.kafka.base import (
     InRecord,
     ProducerClient,
     RebalanceQueue,
+    peer_of,
 )
 
 __all__ = ["KPAdmin", "KPConsumer", "KPProducer"]
@@ -99,13 +100,6 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_lost(self, lost: Any) -> None:
         self.queue.put("lost", ((tp.topic, tp.partition) for tp in lost))
-
-
-def _peer(headers: Any) -> str:
-    for k, v in headers:
-        if k == "peer":
-            return bytes(v or b"").decode("utf-8", "replace")
-    return ""
 
 
 class KPConsumer(ConsumerClient):
@@ -174,7 +168,7 @@ class KPConsumer(ConsumerClient):
                     origin,
                     r.offset,
                     r.key,
-                    _peer(r.headers) if r.headers else "",
+                    peer_of(r.headers) if r.headers else "",
                     r.timestamp / 1000.0 if r.timestamp and r.timestamp > 0 else None,
                 )
                 for r in recs
