@@ -122,6 +122,19 @@ class RobustBaseline:
         self._grow(len(self.names))
         return out
 
+    def ensure(self, rows: int) -> None:
+        """Make room for rows ``0..rows-1`` without naming them (row-addressed use).
+
+        A caller that keeps its own entity index (one dict for several baselines) passes
+        row numbers straight to :meth:`z`, :meth:`learn` … and frees rows with :meth:`clear`.
+
+        >>> b = RobustBaseline(("x",), warmup=1)
+        >>> b.ensure(2); b.learn(np.array([1]), np.array([[9.0]]))
+        >>> b.warm(np.array([0, 1])).tolist(), len(b)
+        ([False, True], 0)
+        """
+        self._grow(rows)
+
     def known(self, entities: Sequence[str]) -> np.ndarray:
         """Row numbers of ``entities`` without adding any (-1 for unknown). Pure."""
         return np.array([self.index.get(e, -1) for e in entities], dtype=np.int64)
@@ -224,6 +237,10 @@ class RobustBaseline:
                 del self.index[name]
                 self.names[j] = ""
                 self.free.append(j)
+        self.clear(ids)
+
+    def clear(self, ids: np.ndarray) -> None:
+        """Reset the rows ``ids`` to "nothing learnt" (no change to the entity index)."""
         self.n[ids] = 0
         self.loc[ids] = 0.0
         self.spread[ids] = self.init_spread

@@ -3,23 +3,30 @@
 * :class:`DestinationTable` — network-wide, LRU-capped (default 200 000 destinations):
   when a destination was first seen and how many distinct internal hosts contact it
   (exact up to 8, a :class:`~pipelines.sketches.CappedDistinct`).
-* :class:`PairTable` — per internal host at most ``top_k`` destinations (default 32);
+* :class:`PairTable` — per internal host at most ``top_k`` destinations (default 16);
   when a host needs a new slot, the pair with the least "upload × recency" that is not
   accumulating evidence is evicted. Per pair: cumulative bytes up/down, connections,
   first/last time, active hours, hourly upload moments (regularity), a log2 histogram
   of bytes per flow (chunk sizes), the CUSUM and a bounded sample of record positions.
 
+Memory: a pair is found through its host's ``top_k`` slot row (int32) and the
+destination's :class:`DestinationTable` row, so there is no per-pair Python object or
+dict entry; columns use the narrowest exact dtype (~170 bytes per pair); chunk-size
+histograms count in uint8 and move to a uint32 side table the first time a bin would
+pass 255. Pairs whose destination left the (LRU) destination table keep their text
+destination and are found again through a small ``orphans`` dict.
+
 >>> d = DestinationTable(capacity=10)
->>> rows = d.observe(["203.0.113.9"], np.array([100.0]), tick=1)
+>>> rows, evicted = d.observe(["203.0.113.9"], np.array([100.0]), tick=1)
 >>> d.add_hosts(rows, np.array([7], dtype=np.uint32))
 >>> first, nh = d.stats(["203.0.113.9", "198.51.100.1"])
 >>> first.tolist()[0], nh.tolist()
 (100.0, [1, 0])
 >>> p = PairTable(top_k=2)
->>> p.rows(np.array([0, 0]), ["a", "b"], tick=1, upload=np.array([5.0, 9.0])).tolist()
+>>> p.rows(np.array([0, 0]), np.array([0, 1]), ["a", "b"], upload=np.array([5.0, 9.0]))[0].tolist()
 [1, 0]
 >>> p.cols["out"][[0, 1]] = [9.0, 5.0]
->>> p.rows(np.array([0, 0]), ["b", "c"], tick=2).tolist()  # "a" (less upload) makes room
+>>> p.rows(np.array([0, 0]), np.array([1, 2]), ["b", "c"])[0].tolist()  # "a" (less upload) makes room
 [0, 1]
 >>> sorted(k[1] for k in p.index)
 ['b', 'c']
@@ -63,8 +70,12 @@ class DestinationTable:
     def __len__(self) -> int:
         return len(self.lru)
 
-    def observe(self, dsts: Sequence[str], first_ts: np.ndarray, tick: int) -> np.ndarray:
-        """Touch ``dsts`` (unique); new ones get ``first_ts`` as first-seen time."""
+    def observe(
+        self, dsts: Sequence[str], first_ts: np.ndarray, tick: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Touch ``dsts`` (unique); new ones get ``first_ts`` as first-seen time.
+
+        Returns their rows and the rows recycled for them (destinations forgotten)."""
         rows, new, evicted = self.lru.lookup(dsts, tick)
         n = len(self.lru.keys)
         if n > len(self.first_seen):
@@ -76,7 +87,7 @@ class DestinationTable:
         self.first_seen[rows[new]] = first_ts[new]
         old = ~new
         self.first_seen[rows[old]] = np.minimum(self.first_seen[rows[old]], first_ts[old])
-        return rows
+        return rows, evicted
 
     def add_hosts(self, rows: np.ndarray, host_hashes: np.ndarray) -> None:
         self.hosts.add(rows, host_hashes)
@@ -97,14 +108,15 @@ class DestinationTable:
 
 # name -> (dtype, fill value of a fresh row)
 _PAIR_FIELDS: dict[str, tuple[Any, Any]] = {
-    "host": (np.int64, -1),
+    "host": (np.int32, -1),
+    "drow": (np.int32, -1),  # DestinationTable row of dst (-1: destination forgotten)
     "out": (np.float64, 0.0),
     "inb": (np.float64, 0.0),
-    "conns": (np.int64, 0),
+    "conns": (np.int32, 0),
     "first_ts": (np.float64, np.nan),
     "last_ts": (np.float64, np.nan),
     "hours": (np.int32, 0),
-    "last_hour": (np.int64, -1),
+    "last_hour": (np.int32, -1),  # its UTC day is last_hour // 24
     "hour_out": (np.float64, 0.0),  # upload within last_hour
     "hsum": (np.float64, 0.0),  # sum / sum of squares of completed active-hour uploads
     "hsq": (np.float64, 0.0),
@@ -112,17 +124,16 @@ _PAIR_FIELDS: dict[str, tuple[Any, Any]] = {
     "cusum_t": (np.float64, 0.0),
     "ew_out": (np.float64, 0.0),  # upload decayed with a 1 h half-life (attribution)
     "ew_t": (np.float64, 0.0),
-    "day": (np.int64, -1),  # UTC day of day_out
-    "day_out": (np.float64, 0.0),  # upload on that day
+    "day_out": (np.float64, 0.0),  # upload on the day of last_hour
     "day_max": (np.float64, 0.0),  # largest upload of one earlier day (recurring transfers)
     "emitted": (np.float64, 0.0),  # cumulative upload when last reported
     "port": (np.int32, -1),
     "rare_new": (np.int8, 0),  # destination was new and rare when last scored
-    "w_out": (np.float64, 0.0),  # accumulators of the open window
-    "w_in": (np.float64, 0.0),
-    "w_conns": (np.int64, 0),
-    "w_offset": (np.int64, -1),
+    "busy": (np.int8, 0),  # had an upload connection in the open window
+    "big": (np.int32, -1),  # row of its histogram in hist_big once promoted
 }
+
+_HIST_MAX = 255  # uint8 histogram bins; a pair whose bin would pass this is promoted
 
 
 class PairTable:
@@ -132,26 +143,52 @@ class PairTable:
         self.top_k = top_k
         self.hist_bins = hist_bins
         self.positions = positions
-        self.index: dict[tuple[int, str], int] = {}
         self.free: list[int] = []
         self.size = 0
         self.cols: dict[str, np.ndarray] = {
             k: np.zeros(0, dt) for k, (dt, _f) in _PAIR_FIELDS.items()
         }
-        self.hist = np.zeros((0, hist_bins), dtype=np.uint32)
+        self.hist = np.zeros((0, hist_bins), dtype=np.uint8)
+        self.hist_big = np.zeros((0, hist_bins), dtype=np.uint32)
+        self.big_free: list[int] = []
         self.dst = np.empty(0, dtype=object)
-        self.w_origin = np.empty(0, dtype=object)
+        self.orphans: dict[tuple[int, str], int] = {}
         self.sample: dict[int, list[tuple[str, int]]] = {}
-        self.host_slots = np.full((0, top_k), -1, dtype=np.int64)
+        self.host_slots = np.full((0, top_k), -1, dtype=np.int32)
+        # last record position per pair of the window being scored (set by the detector)
+        self.w_rows = np.zeros(0, dtype=np.int64)
+        self.w_origin = np.empty(0, dtype=object)
+        self.w_offset = np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return self.size - len(self.free)
 
     def __getattr__(self, name: str) -> np.ndarray:
         cols = self.__dict__.get("cols")
         if cols is not None and name in cols:
             return cols[name]
         raise AttributeError(name)
+
+    @property
+    def index(self) -> dict[tuple[int, str], int]:
+        """(host row, destination) -> pair row of every pair (built on demand)."""
+        live = np.flatnonzero(self.cols["host"][: self.size] >= 0)
+        return {
+            (h, d): r
+            for h, d, r in zip(
+                self.cols["host"][live].tolist(),
+                self.dst[live].tolist(),
+                live.tolist(),
+                strict=True,
+            )
+        }
+
+    def slots_of(self, host_row: int) -> np.ndarray:
+        """Pair rows of one host (int64)."""
+        if host_row >= len(self.host_slots):
+            return np.zeros(0, dtype=np.int64)
+        s = self.host_slots[host_row]
+        return s[s >= 0].astype(np.int64)
 
     def _grow(self, rows: int, hosts: int) -> None:
         have = len(self.dst)
@@ -160,22 +197,25 @@ class PairTable:
             for k, (dt, fill) in _PAIR_FIELDS.items():
                 self.cols[k] = np.concatenate([self.cols[k], np.full(new - have, fill, dt)])
             self.hist = np.concatenate(
-                [self.hist, np.zeros((new - have, self.hist_bins), np.uint32)]
+                [self.hist, np.zeros((new - have, self.hist_bins), np.uint8)]
             )
             self.dst = np.concatenate([self.dst, np.full(new - have, None, dtype=object)])
-            self.w_origin = np.concatenate([self.w_origin, np.full(new - have, None, dtype=object)])
         hs = len(self.host_slots)
         if hosts > hs:
             new = max(hosts, 2 * hs, 64)
-            pad = np.full((new - hs, self.top_k), -1, dtype=np.int64)
+            pad = np.full((new - hs, self.top_k), -1, dtype=np.int32)
             self.host_slots = np.concatenate([self.host_slots, pad])
 
     def _reset(self, rows: np.ndarray) -> None:
+        big = self.cols["big"][rows]
+        self.big_free.extend(big[big >= 0].tolist())
+        orphan = rows[self.cols["drow"][rows] < 0]
+        for h, d in zip(self.cols["host"][orphan].tolist(), self.dst[orphan].tolist(), strict=True):
+            self.orphans.pop((h, d), None)
         for k, (_dt, fill) in _PAIR_FIELDS.items():
             self.cols[k][rows] = fill
         self.hist[rows] = 0
         self.dst[rows] = None
-        self.w_origin[rows] = None
         for r in rows.tolist():
             self.sample.pop(r, None)
 
@@ -188,35 +228,66 @@ class PairTable:
         idle_h = np.maximum(now - np.nan_to_num(self.cols["last_ts"][r], nan=0.0), 0.0) / 3600.0
         value = self.cols["out"][r] / (1.0 + idle_h)
         keep = (
-            (self.cols["cusum"][r] > 0)
-            | (self.cols["emitted"][r] > 0)
-            | (self.cols["w_conns"][r] > 0)
+            (self.cols["cusum"][r] > 0) | (self.cols["emitted"][r] > 0) | (self.cols["busy"][r] > 0)
         )
         value = np.where(keep, value + 1e30, value)
         value = np.where(occ, value, -1.0)
         return np.argsort(value, axis=1, kind="stable")
 
+    def orphan(self, drows: np.ndarray) -> None:
+        """Destination rows ``drows`` were recycled: their pairs keep only the text key."""
+        if not len(drows) or not self.size:
+            return
+        hit = np.flatnonzero(np.isin(self.cols["drow"][: self.size], drows))
+        for r, h, d in zip(
+            hit.tolist(), self.cols["host"][hit].tolist(), self.dst[hit].tolist(), strict=True
+        ):
+            self.orphans[(h, d)] = r
+        self.cols["drow"][hit] = -1
+
+    def find(self, host_rows: np.ndarray, drows: np.ndarray, dsts: Sequence[str]) -> np.ndarray:
+        """Rows of the pairs ``(host_rows[i], dsts[i])`` (``drows``: their destination rows), -1
+        when absent. Pure."""
+        out = np.full(len(host_rows), -1, dtype=np.int64)
+        ok = host_rows < len(self.host_slots)
+        if ok.any():
+            slots = self.host_slots[host_rows[ok]]
+            match = (slots >= 0) & (self.cols["drow"][np.maximum(slots, 0)] == drows[ok][:, None])
+            j = np.argmax(match, axis=1)
+            got = slots[np.arange(len(slots)), j]
+            out[ok] = np.where(match[np.arange(len(slots)), j], got, -1)
+        if self.orphans:
+            get = self.orphans.get
+            for i in np.flatnonzero(out < 0).tolist():
+                out[i] = get((int(host_rows[i]), dsts[i]), -1)
+        return out
+
     def rows(
         self,
         host_rows: np.ndarray,
+        drows: np.ndarray,
         dsts: Sequence[str],
-        tick: int,
         now: float = 0.0,
         upload: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Rows of the (unique) pairs ``(host_rows[i], dsts[i])``, creating/evicting as needed.
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the (unique) pairs ``(host_rows[i], dsts[i])``, creating/evicting as needed,
+        and the rows of the pairs evicted to make room (reused by new pairs).
 
         A host gets at most ``top_k`` new pairs per call (the largest ``upload`` first);
         pairs that do not fit get row -1 (their bytes still count in the host totals).
         """
-        index = self.index
-        keys = list(zip(host_rows.tolist(), dsts, strict=True))
-        out = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        out = self.find(host_rows, drows, dsts)
+        if self.orphans:  # found again: re-linked to the destination's new row
+            rel = out >= 0
+            back = rel & (self.cols["drow"][np.maximum(out, 0)] < 0)
+            for i in np.flatnonzero(back).tolist():
+                del self.orphans[(int(host_rows[i]), dsts[i])]
+                self.cols["drow"][out[i]] = drows[i]
         new = np.flatnonzero(out < 0)
         if not len(new):
-            return out
+            return out, np.zeros(0, dtype=np.int64)
         self._grow(max(self.size, 1), int(host_rows.max()) + 1)
-        up = np.zeros(len(keys)) if upload is None else np.asarray(upload, dtype=np.float64)
+        up = np.zeros(len(host_rows)) if upload is None else np.asarray(upload, dtype=np.float64)
         nh = host_rows[new]
         order = np.lexsort((-up[new], nh))
         new, nh = new[order], nh[order]
@@ -230,13 +301,9 @@ class PairTable:
         pick = self._slot_order(slots, now)
         hpos = np.searchsorted(hosts, nh)
         slot = pick[hpos, rank]
-        old = slots[hpos, slot]
+        old = slots[hpos, slot].astype(np.int64)
         victims = old[old >= 0]
         if len(victims):
-            for h, d in zip(
-                self.cols["host"][victims].tolist(), self.dst[victims].tolist(), strict=True
-            ):
-                del index[(h, d)]
             self._reset(victims)
         rows = old.copy()
         fresh = np.flatnonzero(rows < 0)
@@ -250,39 +317,82 @@ class PairTable:
             self._grow(self.size, 0)
         self.host_slots[nh, slot] = rows
         self.cols["host"][rows] = nh
-        for i, r in zip(new.tolist(), rows.tolist(), strict=True):
-            index[keys[i]] = r
-            self.dst[r] = keys[i][1]
+        self.cols["drow"][rows] = drows[new]
+        self.dst[rows] = [dsts[i] for i in new.tolist()]
         out[new] = rows
-        return out
+        return out, victims
 
     def forget_hosts(self, host_rows: np.ndarray) -> None:
         """Free every pair of ``host_rows`` (evicted hosts); their rows are reused first."""
         host_rows = host_rows[host_rows < len(self.host_slots)]
         slots = self.host_slots[host_rows].ravel()
-        slots = slots[slots >= 0]
+        slots = slots[slots >= 0].astype(np.int64)
         if not len(slots):
             return
-        for h, d in zip(self.cols["host"][slots].tolist(), self.dst[slots].tolist(), strict=True):
-            self.index.pop((h, d), None)
         self._reset(slots)
         self.free.extend(slots.tolist())
         self.host_slots[host_rows] = -1
 
+    def add_hist(self, rows: np.ndarray, counts: np.ndarray) -> None:
+        """Add per-pair chunk-size counts (``rows`` unique, ``counts`` shaped (rows, bins))."""
+        big = self.cols["big"][rows]
+        prom = big >= 0
+        if prom.any():
+            self.hist_big[big[prom]] += counts[prom].astype(np.uint32)
+        small = ~prom
+        r = rows[small]
+        tot = self.hist[r].astype(np.int64) + counts[small]
+        over = tot.max(axis=1, initial=0) > _HIST_MAX
+        self.hist[r[~over]] = tot[~over].astype(np.uint8)
+        if over.any():
+            up = r[over]
+            idx = np.empty(len(up), dtype=np.int64)
+            take = min(len(up), len(self.big_free))
+            if take:
+                idx[:take] = [self.big_free.pop() for _ in range(take)]
+            rest = len(up) - take
+            if rest:
+                have = len(self.hist_big)
+                idx[take:] = np.arange(have, have + rest)
+                self.hist_big = np.concatenate(
+                    [self.hist_big, np.zeros((rest, self.hist_bins), np.uint32)]
+                )
+            self.hist_big[idx] = tot[over].astype(np.uint32)
+            self.hist[up] = 0
+            self.cols["big"][up] = idx
+
+    def hist_of(self, rows: np.ndarray) -> np.ndarray:
+        """Chunk-size histograms of ``rows`` as float64 (rows, bins)."""
+        h = self.hist[rows].astype(np.float64)
+        big = self.cols["big"][rows]
+        prom = big >= 0
+        if prom.any():
+            h[prom] = self.hist_big[big[prom]]
+        return h
+
+    def position(self, r: int) -> tuple[str, int] | None:
+        """The open window's last record position of pair ``r`` (None when not touched)."""
+        if not len(self.w_rows):
+            return None
+        i = int(np.searchsorted(self.w_rows, r))
+        if i >= len(self.w_rows) or self.w_rows[i] != r or self.w_origin[i] is None:
+            return None
+        return str(self.w_origin[i]), int(self.w_offset[i])
+
     def add_sample(self, rows: np.ndarray) -> None:
         """Keep the open window's last position of ``rows`` (first half kept, then newest)."""
         for r in rows.tolist():
-            origin, offset = self.w_origin[r], int(self.cols["w_offset"][r])
-            if origin is None:
+            pos = self.position(r)
+            if pos is None:
                 continue
             s = self.sample.setdefault(r, [])
             if len(s) >= self.positions:
                 del s[self.positions // 2]
-            s.append((str(origin), offset))
+            s.append(pos)
 
     def chunk_quantiles(self, rows: np.ndarray, qs: Sequence[float]) -> np.ndarray:
         """Approximate quantiles of bytes per flow from the log2 histograms (log-interpolated)."""
-        h = self.hist[rows].astype(np.float64)
+        h = self.hist_of(rows)
         c = np.cumsum(h, axis=1)
         tot = np.maximum(c[:, -1:], 1.0)
         out = np.empty((len(rows), len(qs)))
@@ -298,12 +408,22 @@ class PairTable:
 
     def nbytes(self) -> int:
         arrays = (
-            sum(a.nbytes for a in self.cols.values()) + self.hist.nbytes + self.host_slots.nbytes
+            sum(a.nbytes for a in self.cols.values())
+            + self.hist.nbytes
+            + self.hist_big.nbytes
+            + self.host_slots.nbytes
         )
-        return int(arrays + 16 * len(self.dst) + 120 * len(self.index))
+        return int(arrays + 8 * len(self.dst) + 120 * (len(self.orphans) + len(self.sample)))
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        state = self.__dict__.copy()
+        n = self.size  # rows past size (and host rows past the last used) are spare capacity
+        state["cols"] = {k: v[:n].copy() for k, v in self.cols.items()}
+        state["hist"] = self.hist[:n].copy()
+        state["dst"] = self.dst[:n].copy()
+        used = np.flatnonzero((self.host_slots >= 0).any(axis=1))
+        state["host_slots"] = self.host_slots[: int(used[-1]) + 1 if len(used) else 0].copy()
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

@@ -84,9 +84,9 @@ def positions_of(
     out: list[tuple[str, int]] = []
     for r in rows:
         got = list(pairs.sample.get(int(r), []))
-        origin = pairs.w_origin[int(r)]
-        if origin is not None:
-            got.append((str(origin), int(pairs.w_offset[int(r)])))
+        pos = pairs.position(int(r))
+        if pos is not None:
+            got.append(pos)
         for p in got:
             if p not in out:
                 out.append(p)
@@ -184,8 +184,7 @@ def pair_finding(det: ExfilDetector, f: _Features, r: int, s: float) -> Finding:
 def host_finding(det: ExfilDetector, f: _Features, h: int, val: float, sc: _Scored) -> Finding:
     P = det.pairs
     host = det.hz.names[h]
-    slots = P.host_slots[h]
-    slots = slots[slots >= 0]
+    slots = P.slots_of(h)
     if val < 0:  # rare-destination CUSUM spread over several destinations
         return spread_finding(det, f, h, -val, slots)
     rows = np.array([h])

@@ -65,7 +65,22 @@ class HorizonScores:
 
 
 class HostHorizons:
-    """Hourly byte ring + robust baselines per horizon + peer statistics (see module doc)."""
+    """Hourly byte ring + robust baselines per horizon + peer statistics (see module doc).
+
+    Storage (all row-addressed, one name index shared by the four baselines):
+
+    * ``cur`` — float32 bytes of the current hour per host (what the dense ring's current
+      slot held; it accumulates in float32 exactly as the ring did);
+    * ``cols`` — the ``slots - 1`` previous hours, one column per hour that had any bytes:
+      ``(rows, values)`` (int32 rows, sorted; float32) when fewer than half the hosts were
+      active, else a dense float32 column. An idle hour costs nothing, a host active one
+      hour in ten costs ~1 byte per hour instead of 4;
+    * ``tails`` — per horizon ``H >= 2`` the float64 sum of the ``H - 1`` complete hours
+      before the current one (recomputed when the hour advances, not pickled).
+
+    Byte counts are integers, so float32 hour values are integer-valued and every float64
+    sum of them is exact (below 2**53): sums in any order equal the dense ring's cumsum.
+    """
 
     def __init__(
         self,
@@ -89,11 +104,13 @@ class HostHorizons:
         self.min_spread = min_spread
         self.index: dict[str, int] = {}
         self.names: list[str] = []
-        self.ring = np.zeros((0, self.slots), dtype=np.float32)
-        self.first_hour = np.zeros(0, dtype=np.int64)
+        self.cur = np.zeros(0, dtype=np.float32)
+        self.cols: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
+        self.tails = np.zeros((len(self.horizons), 0))
+        self.first_hour = np.zeros(0, dtype=np.int32)
         self.flags = np.zeros(0, dtype=np.uint8)  # bit i: finding during horizon i's period
-        self.last_hour = np.zeros(0, dtype=np.int64)  # last hour the host was seen
-        self.free: list[int] = []  # rows of evicted hosts, reused first (as the baselines do)
+        self.last_hour = np.zeros(0, dtype=np.int32)  # last hour the host was seen
+        self.free: list[int] = []  # rows of evicted hosts, reused first
         self.hour = -1
         self.peer_loc = np.zeros(len(self.horizons))
         self.peer_spread = np.full(len(self.horizons), 1.0)
@@ -106,38 +123,36 @@ class HostHorizons:
     def rows(self, hosts: Sequence[str], hour: int) -> np.ndarray:
         """Row of each host, adding unknown hosts (their history starts at ``hour``)."""
         index = self.index
-        out = np.empty(len(hosts), dtype=np.int64)
-        new: list[str] = []
-        for i, h in enumerate(hosts):
-            r = index.get(h)
-            if r is None:
-                if self.free:
-                    r = self.free.pop()
-                    self.names[r] = h
-                else:
-                    r = len(self.names)
-                    self.names.append(h)
-                index[h] = r
-                new.append(h)
-            out[i] = r
-        if new:
-            for b in self.base:  # same free-list discipline: the rows agree
-                b.ids(new)
-            n = len(self.names)
+        get = index.get
+        out = np.fromiter((get(h, -1) for h in hosts), dtype=np.int64, count=len(hosts))
+        miss = np.flatnonzero(out < 0)
+        if len(miss):
+            names, free = self.names, self.free
+            for i in miss.tolist():
+                h = hosts[i]
+                r = index.get(h)
+                if r is None:
+                    if free:
+                        r = free.pop()
+                        names[r] = h
+                    else:
+                        r = len(names)
+                        names.append(h)
+                    index[h] = r
+                out[i] = r
+            n = len(names)
+            for b in self.base:
+                b.ensure(n)
             cap = len(self.first_hour)
             if n > cap:
                 grow = max(n, 2 * cap, 64) - cap
-                self.ring = np.concatenate([self.ring, np.zeros((grow, self.slots), np.float32)])
-                self.first_hour = np.concatenate([self.first_hour, np.full(grow, -1, np.int64)])
+                self.cur = np.concatenate([self.cur, np.zeros(grow, np.float32)])
+                self.tails = np.concatenate([self.tails, np.zeros((len(self.horizons), grow))], 1)
+                self.first_hour = np.concatenate([self.first_hour, np.full(grow, -1, np.int32)])
                 self.flags = np.concatenate([self.flags, np.zeros(grow, np.uint8)])
-            if len(self.last_hour) < len(self.first_hour):
-                pad = len(self.first_hour) - len(self.last_hour)
-                self.last_hour = np.concatenate([self.last_hour, np.zeros(pad, np.int64)])
+                self.last_hour = np.concatenate([self.last_hour, np.zeros(grow, np.int32)])
             fresh = out[self.first_hour[out] < 0]
             self.first_hour[fresh] = hour
-        if len(self.last_hour) < len(self.first_hour):  # snapshots from before eviction
-            pad = len(self.first_hour) - len(self.last_hour)
-            self.last_hour = np.concatenate([self.last_hour, np.zeros(pad, np.int64)])
         self.last_hour[out] = hour
         return out
 
@@ -160,8 +175,15 @@ class HostHorizons:
             self.names[r] = ""
             self.free.append(r)
         for b in self.base:
-            b.reset(stale)
-        self.ring[stale] = 0.0
+            b.clear(stale)
+        self.cur[stale] = 0.0
+        for h, (rows, vals) in list(self.cols.items()):
+            if rows is None:
+                vals[stale[stale < len(vals)]] = 0.0
+            else:
+                keep = ~np.isin(rows, stale)
+                self.cols[h] = (rows[keep], vals[keep])
+        self.tails[:, stale] = 0.0
         self.first_hour[stale] = -1
         self.flags[stale] = 0
         return stale
@@ -170,18 +192,64 @@ class HostHorizons:
         get = self.index.get
         return np.fromiter((get(h, -1) for h in hosts), dtype=np.int64, count=len(hosts))
 
+    def _column(self, hour: int, rows: np.ndarray) -> np.ndarray:
+        """float64 bytes of ``rows`` in ``hour`` (current or past; 0 outside the ring)."""
+        if hour == self.hour:
+            return self.cur[rows].astype(np.float64)
+        out = np.zeros(len(rows))
+        col = self.cols.get(hour)
+        if col is None or hour > self.hour or hour <= self.hour - self.slots:
+            return out
+        have, vals = col
+        if have is None:
+            ok = rows < len(vals)
+            out[ok] = vals[rows[ok]]
+        elif len(have):
+            pos = np.minimum(np.searchsorted(have, rows), len(have) - 1)
+            hit = have[pos] == rows
+            out[hit] = vals[pos[hit]]
+        return out
+
+    def _refresh_tails(self) -> None:
+        """``tails[i]`` = bytes of the ``H_i - 1`` complete hours before the current one."""
+        t = np.zeros(len(self.cur))
+        done = 1  # hours back already summed into t (hour - 1 .. hour - done + 1)
+        self.tails = np.zeros((len(self.horizons), len(self.cur)))
+        for i in np.argsort(self.horizons, kind="stable").tolist():
+            h = self.horizons[i]
+            for back in range(done, h):
+                col = self.cols.get(self.hour - back)
+                if col is None:
+                    continue
+                rows, vals = col
+                if rows is None:
+                    t[: len(vals)] += vals
+                else:
+                    t[rows] += vals
+            done = max(done, h)
+            self.tails[i] = t
+
     def advance(self, hour: int) -> None:
-        """Move the clock to ``hour``, clearing the ring slots of the hours entered."""
+        """Move the clock to ``hour``: the current hour becomes a past column."""
         if hour <= self.hour:
             return
-        start = max(self.hour + 1, hour - self.slots + 1)
-        for h in range(start, hour + 1):
-            self.ring[:, h % self.slots] = 0.0
+        n = len(self.names)
+        cur = self.cur[:n]
+        nz = np.flatnonzero(cur)
+        if len(nz) and hour - self.hour < self.slots:
+            if 2 * len(nz) < n:
+                self.cols[self.hour] = (nz.astype(np.int32), cur[nz].copy())
+            else:
+                self.cols[self.hour] = (None, cur.copy())
+        self.cur[:] = 0.0
         self.hour = hour
+        for h in [h for h in self.cols if h <= hour - self.slots]:
+            del self.cols[h]
+        self._refresh_tails()
 
     def add(self, rows: np.ndarray, nbytes: np.ndarray) -> None:
         """Add outbound bytes of the current hour (``rows`` unique)."""
-        self.ring[rows, self.hour % self.slots] += nbytes.astype(np.float32)
+        self.cur[rows] += nbytes.astype(np.float32)
 
     def flag(self, rows: np.ndarray) -> None:
         """Mark hosts with a finding: their current periods are not learnt."""
@@ -190,25 +258,37 @@ class HostHorizons:
     # -- reading (pure) ----------------------------------------------------------------
     def history(self, rows: np.ndarray, hour: int) -> np.ndarray:
         """Hours of history per host (0 for a host first seen in ``hour``)."""
-        return hour - self.first_hour[rows]
+        return hour - self.first_hour[rows].astype(np.int64)
 
     def warm(self, rows: np.ndarray, hour: int, warmup_hours: float) -> np.ndarray:
         return np.asarray(self.history(rows, hour) >= warmup_hours)
 
     def ordered(self, rows: np.ndarray, hour: int) -> np.ndarray:
-        """Ring of ``rows`` ordered newest first: column 0 is ``hour``, column j is ``hour - j``."""
-        cols = (hour - np.arange(self.slots)) % self.slots
-        return self.ring[rows][:, cols].astype(np.float64)
+        """Bytes of ``rows`` newest first: column 0 is ``hour``, column j is ``hour - j``."""
+        out = np.zeros((len(rows), self.slots))
+        for j in range(self.slots):
+            h = hour - j
+            if h == self.hour or h in self.cols:
+                out[:, j] = self._column(h, rows)
+        return out
+
+    def _totals(self, rows: np.ndarray, hour: int, extra: np.ndarray) -> np.ndarray:
+        """Trailing totals per horizon ending with (all of) ``hour``, shape (rows, horizons)."""
+        if hour != self.hour:
+            x = self.ordered(rows, hour)
+            x[:, 0] += extra
+            csum = np.cumsum(x, axis=1)
+            return np.stack([csum[:, h - 1] for h in self.horizons], axis=1)
+        x0 = self.cur[rows].astype(np.float64) + extra
+        return x0[:, None] + self.tails[:, rows].T
 
     def score(self, rows: np.ndarray, hour: int, frac: float, extra: np.ndarray) -> HorizonScores:
         """Trailing totals at ``frac`` of ``hour`` (plus ``extra`` bytes not yet in the ring)."""
-        x = self.ordered(rows, hour)
-        x[:, 0] += extra
-        csum = np.cumsum(x, axis=1)
-        nh = len(self.horizons)
-        obs = np.empty((len(rows), nh))
+        obs = self._totals(rows, hour, extra)
         for i, h in enumerate(self.horizons):
-            obs[:, i] = csum[:, h - 1] + (1.0 - frac) * x[:, h]
+            if h < self.slots:
+                obs[:, i] += (1.0 - frac) * self._column(hour - h, rows)
+        nh = len(self.horizons)
         typical = np.empty_like(obs)
         z = np.empty_like(obs)
         warm = np.empty(obs.shape, dtype=bool)
@@ -219,6 +299,7 @@ class HostHorizons:
             z[:, i] = b.z(rows, floored)[:, 0]
             warm[:, i] = b.warm(rows)
             samples[:, i] = b.samples(rows)
+        assert nh == obs.shape[1]
         floor = self.floor_per_hour * np.asarray(self.horizons, dtype=np.float64)
         peer_z = (np.log1p(np.maximum(obs, floor)) - self.peer_loc) / np.maximum(
             self.peer_spread, self.min_spread
@@ -232,10 +313,10 @@ class HostHorizons:
         The hours of the current trailing window are excluded, so this is "the host's
         record over the last week" — a recurring nightly backup sets it every night.
         """
-        x = self.ordered(rows, hour)
         h = horizon
         if 2 * h + 1 > self.slots:
             return np.zeros(len(rows))
+        x = self.ordered(rows, hour)
         c = np.concatenate([np.zeros((len(rows), 1)), np.cumsum(x, axis=1)], axis=1)
         sums = c[:, h + 1 + h :] - c[:, h + 1 : self.slots + 1 - h]
         return np.asarray(sums.max(axis=1))
@@ -247,16 +328,18 @@ class HostHorizons:
         if not n:
             return
         rows = np.arange(n)
-        x = self.ordered(rows, hour)
-        csum = np.cumsum(x, axis=1)
-        hist = np.where(self.first_hour[:n] >= 0, hour - self.first_hour[:n] + 1, 0)  # free rows: 0
-        for i, (h, b) in enumerate(zip(self.horizons, self.base, strict=True)):
-            if (hour + 1) % min(h, 24):
-                continue
+        steps = [i for i, h in enumerate(self.horizons) if not (hour + 1) % min(h, 24)]
+        if not steps:
+            return
+        totals = self._totals(rows, hour, np.zeros(n))
+        first = self.first_hour[:n].astype(np.int64)
+        hist = np.where(first >= 0, hour - first + 1, 0)  # free rows: 0
+        for i in steps:
+            h, b = self.horizons[i], self.base[i]
             bit = np.uint8(1 << i)
             covered = hist >= h
             allow = covered & ((self.flags[:n] & bit) == 0)
-            value = np.maximum(csum[:, h - 1 : h], self.floor_per_hour * h)
+            value = np.maximum(totals[:, i : i + 1], self.floor_per_hour * h)
             b.learn(rows, value, allow=allow, t=hour)
             self.flags[:n] &= ~bit
             warm = b.warm(rows)
@@ -269,15 +352,41 @@ class HostHorizons:
                 )
                 self.peer_n[i] = int(warm.sum())
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        n = len(self.names)  # rows past the last host are spare capacity: not pickled
+        for k in ("cur", "first_hour", "flags", "last_hour"):
+            state[k] = state[k][:n].copy()
+        del state["tails"]  # derived from cols
+        state["base"] = [_trimmed(b, n) for b in self.base]
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("free", [])  # snapshots from before eviction
-        state.setdefault("last_hour", np.zeros(0, dtype=np.int64))
         self.__dict__.update(state)
+        n = len(self.first_hour)
+        for b in self.base:
+            b.ensure(n)
+        self.tails = np.zeros((len(self.horizons), n))
+        if self.hour >= 0:
+            self._refresh_tails()
 
     def nbytes(self) -> int:
-        arrays = (
-            self.ring.nbytes + self.first_hour.nbytes + self.flags.nbytes + self.last_hour.nbytes
+        arrays = sum(
+            a.nbytes for a in (self.cur, self.tails, self.first_hour, self.flags, self.last_hour)
         )
+        cols = sum(v.nbytes + (0 if r is None else r.nbytes) for r, v in self.cols.values())
         return int(
-            arrays + sum(b.nbytes() for b in self.base) + sum(len(s) + 90 for s in self.names)
+            arrays
+            + cols
+            + sum(b.nbytes() for b in self.base)
+            + sum(len(s) + 90 for s in self.names)
         )
+
+
+def _trimmed(b: RobustBaseline, n: int) -> RobustBaseline:
+    """A copy of ``b`` holding only its first ``n`` rows (for pickling)."""
+    t = RobustBaseline.__new__(RobustBaseline)
+    t.__dict__.update(b.__dict__)
+    for k in ("n", "loc", "spread", "ref_loc", "ref_spread", "last_seen"):
+        setattr(t, k, getattr(b, k)[:n].copy())
+    return t

@@ -88,6 +88,20 @@ class _Scored:
     firing: list[int]  # hosts whose volume horizons fire (emitted or not)
 
 
+def _sums(keys: list[np.ndarray], vals: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys (sorted) and the float64 sum of their values, over several arrays.
+
+    >>> k, v = _sums([np.array([3, 1]), np.array([3])], [np.array([1.0, 2.0]), np.array([4.0])])
+    >>> k.tolist(), v.tolist()
+    ([1, 3], [2.0, 5.0])
+    """
+    if not keys:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    k = np.concatenate(keys).astype(np.int64)
+    uk, inv = np.unique(k, return_inverse=True)
+    return uk, np.bincount(inv, weights=np.concatenate(vals).astype(np.float64), minlength=len(uk))
+
+
 class ExfilDetector(Detector):
     """Fast and slow exfiltration per internal host (see module docstring)."""
 
@@ -165,28 +179,28 @@ class ExfilDetector(Detector):
         self.dsts = DestinationTable(capacity=max_destinations)
         self.domains: dict[str, str] = {}  # external IP -> last DNS name that resolved to it
         n = 0
-        self.w_host_out = np.zeros(n)
         self.h_cusum = np.zeros(n)
         self.h_cusum_t = np.zeros(n)
         self.h_emit = np.zeros(n)
-        self.h_fire_win = np.full(n, -(10**9), dtype=np.int64)
-        self._w_pairs: list[np.ndarray] = []
-        self._w_hosts: list[np.ndarray] = []
+        self.h_fire_win = np.full(n, -(10**9), dtype=np.int32)
+        # the open window, one entry per ingest call: (host rows, bytes) and
+        # (pair rows, upload, upload connections, origin, offset of the last record)
+        self._w_hosts: list[tuple[np.ndarray, np.ndarray]] = []
+        self._w_pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
     # -- ingest -----------------------------------------------------------------------
     def entities(self) -> int:
         return len(self.hz)
 
     def _grow_hosts(self) -> None:
-        n, have = len(self.hz.names), len(self.w_host_out)
+        n, have = len(self.hz.names), len(self.h_cusum)
         if n <= have:
             return
         g = max(n, 2 * have, 64) - have
-        self.w_host_out = np.concatenate([self.w_host_out, np.zeros(g)])
         self.h_cusum = np.concatenate([self.h_cusum, np.zeros(g)])
         self.h_cusum_t = np.concatenate([self.h_cusum_t, np.zeros(g)])
         self.h_emit = np.concatenate([self.h_emit, np.zeros(g)])
-        self.h_fire_win = np.concatenate([self.h_fire_win, np.full(g, -(10**9), np.int64)])
+        self.h_fire_win = np.concatenate([self.h_fire_win, np.full(g, -(10**9), np.int32)])
 
     def _ingest_dns(self, dns: DnsBatch) -> None:
         """Remember which name last resolved to each address (A/AAAA answers; capped)."""
@@ -226,12 +240,14 @@ class ExfilDetector(Detector):
         hrows = self.hz.rows(hosts, int(window.start // 3600))  # type: ignore[arg-type]
         self._grow_hosts()
         per_host = np.bincount(hc, weights=b_out, minlength=len(hosts))
-        self.w_host_out[hrows] += per_host
-        self._w_hosts.append(hrows[per_host > 0])
+        pos = per_host > 0
+        self._w_hosts.append((hrows[pos], per_host[pos]))
         # destinations, network-wide
         dmin = np.full(len(dsts), np.inf)
         np.minimum.at(dmin, dc, ts)
-        drows = self.dsts.observe(dsts, dmin, tick=window.index)  # type: ignore[arg-type]
+        drows, gone = self.dsts.observe(dsts, dmin, tick=window.index)  # type: ignore[arg-type]
+        if len(gone):
+            self.pairs.orphan(gone)
         # (host, destination) groups
         nd = len(dsts)
         uk, inv = np.unique(hc * nd + dc, return_inverse=True)
@@ -241,7 +257,13 @@ class ExfilDetector(Detector):
         g = len(uk)
         wo = np.bincount(inv, weights=b_out, minlength=g)
         gdst = [dsts[j] for j in gd.tolist()]
-        rows = P.rows(hrows[gh], gdst, window.index, window.end, upload=wo)  # type: ignore[arg-type]
+        rows, victims = P.rows(hrows[gh], drows[gd], gdst, window.end, upload=wo)
+        if len(victims):  # evicted pairs: what the open window had for them goes with them
+            self._w_pairs = [
+                tuple(a[keep] for a in e)  # type: ignore[misc]
+                for e in self._w_pairs
+                for keep in [~np.isin(e[0], victims)]
+            ]
         if (rows < 0).any():  # more new destinations than top_k in one batch: keep the largest
             ok = rows >= 0
             remap = np.cumsum(ok) - 1
@@ -254,10 +276,10 @@ class ExfilDetector(Detector):
         wi = np.bincount(inv, weights=b_in, minlength=g)
         is_conn = is_up
         wc = np.bincount(inv, weights=is_conn, minlength=g).astype(np.int64)
-        for name, val in (("w_out", wo), ("out", wo), ("w_in", wi), ("inb", wi)):
-            P.cols[name][rows] += val
-        P.cols["w_conns"][rows] += wc
+        P.cols["out"][rows] += wo
+        P.cols["inb"][rows] += wi
         P.cols["conns"][rows] += wc
+        P.cols["busy"][rows] |= (wc > 0).astype(np.int8)
         tmin = np.full(g, np.inf)
         np.minimum.at(tmin, inv, ts)
         tmax = np.full(g, -np.inf)
@@ -267,29 +289,37 @@ class ExfilDetector(Detector):
         last = np.zeros(g, dtype=np.int64)
         np.maximum.at(last, inv, np.arange(len(idx)))
         P.cols["port"][rows] = port[last]
-        P.w_origin[rows] = flows.origin[idx[last]]
-        P.cols["w_offset"][rows] = flows.offset[idx[last]]
         nb = P.hist_bins
         c = inv[is_conn] * nb + size_bins(b_out[is_conn], nb)
-        P.hist[rows] += np.bincount(c, minlength=g * nb).reshape(g, nb).astype(np.uint32)
-        self._w_pairs.append(rows)
+        P.add_hist(rows, np.bincount(c, minlength=g * nb).reshape(g, nb))
+        entry = (rows, wo, wc, flows.origin[idx[last]], np.asarray(flows.offset[idx[last]]))
+        if len(victims):  # a pair found in this batch may have been evicted for a new one:
+            # its row then appears twice and, as with ``+=`` above, the last occurrence counts
+            keep = np.sort(len(rows) - 1 - np.unique(rows[::-1], return_index=True)[1])
+            if len(keep) < len(rows):
+                entry = tuple(a[keep] for a in entry)  # type: ignore[assignment]
+        self._w_pairs.append(entry)
 
     # -- close ------------------------------------------------------------------------
     def close(self, window: Window) -> _Features:
         hour = int(window.start // 3600)
         self.hz.advance(hour)
         frac = min(max((window.end - hour * 3600.0) / 3600.0, 0.0), 1.0)
-        hosts = np.unique(np.concatenate(self._w_hosts)) if self._w_hosts else np.zeros(0, np.int64)
-        prow = np.unique(np.concatenate(self._w_pairs)) if self._w_pairs else np.zeros(0, np.int64)
+        hosts, host_out = _sums([e[0] for e in self._w_hosts], [e[1] for e in self._w_hosts])
+        w = self._w_pairs
+        prow, w_out = _sums([e[0] for e in w], [e[1] for e in w])
+        _, w_conns = _sums([e[0] for e in w], [e[2] for e in w])
+        w_conns = w_conns.astype(np.int64)
         self._w_hosts, self._w_pairs = [], []
-        host_out = self.w_host_out[hosts].copy()
-        self.w_host_out[hosts] = 0.0
         self.hz.add(hosts, host_out)
         P = self.pairs
-        w_out = P.w_out[prow].copy()
-        w_conns = P.w_conns[prow].copy()
-        for name in ("w_out", "w_in", "w_conns"):
-            P.cols[name][prow] = 0
+        P.cols["busy"][prow] = 0
+        if w:  # last record position per pair (the last ingest call wins, as it overwrote)
+            r = np.concatenate([e[0] for e in w])
+            last = len(r) - 1 - np.unique(r[::-1], return_index=True)[1]
+            P.w_rows = r[last]
+            P.w_origin = np.concatenate([e[3] for e in w])[last]
+            P.w_offset = np.concatenate([e[4] for e in w])[last]
         # active hours and the moments of completed hourly uploads
         moved = P.last_hour[prow] != hour
         done = prow[moved & (P.last_hour[prow] >= 0)]
@@ -297,13 +327,13 @@ class ExfilDetector(Detector):
         P.cols["hsq"][done] += P.hour_out[done] ** 2
         P.cols["hour_out"][prow[moved]] = 0.0
         P.cols["hours"][prow[moved]] += 1
+        old_day = P.last_hour[prow] // 24  # before last_hour moves (-1 // 24: no day yet)
         P.cols["last_hour"][prow] = hour
         P.cols["hour_out"][prow] += w_out
         day = int(window.start // 86400)
-        moved = P.day[prow] != day
+        moved = old_day != day
         P.cols["day_max"][prow[moved]] = np.maximum(P.day_max[prow[moved]], P.day_out[prow[moved]])
         P.cols["day_out"][prow[moved]] = 0.0
-        P.cols["day"][prow] = day
         P.cols["day_out"][prow] += w_out
         decay = 0.5 ** ((window.end - P.ew_t[prow]) / 3600.0)
         P.cols["ew_out"][prow] = P.ew_out[prow] * decay + w_out
@@ -339,8 +369,7 @@ class ExfilDetector(Detector):
         for h, s in zip(h_rows.tolist(), s_host.tolist(), strict=True):
             warm_h = bool(self.hz.warm(np.array([h]), f.hour, self.warmup_hours)[0])
             if warm_h and s >= self.host_cusum_h and s >= self.h_emit[h] * self.reemit_growth:
-                slots = P.host_slots[h]
-                slots = slots[slots >= 0]
+                slots = P.slots_of(h)
                 cur = P.cusum[slots].copy()
                 pos = np.minimum(np.searchsorted(prow, slots), len(prow) - 1)
                 hit = prow[pos] == slots
@@ -382,8 +411,7 @@ class ExfilDetector(Detector):
         """Most of the host's recent upload goes to a destination it already sent a
         comparable daily volume to on an earlier day (nightly backup, routine sync)."""
         P = self.pairs
-        slots = P.host_slots[h]
-        slots = slots[slots >= 0]
+        slots = P.slots_of(h)
         if not len(slots):
             return False
         ew = P.ew_out[slots] * 0.5 ** ((now - P.ew_t[slots]) / 3600.0)
@@ -424,9 +452,10 @@ class ExfilDetector(Detector):
             for h, val in sc.host_emit.items():
                 self.h_emit[h] = abs(val)
             self.h_fire_win[sc.firing] = f.window.index
-        if len(f.pairs):
-            P.w_origin[f.pairs] = None
-            P.cols["w_offset"][f.pairs] = -1
+        if len(P.w_rows):
+            P.w_rows = np.zeros(0, dtype=np.int64)
+            P.w_origin = np.empty(0, dtype=object)
+            P.w_offset = np.zeros(0, dtype=np.int64)
         if findings:
             self.hz.flag(self.hz.known([fd.entity for fd in findings]))
         if int(f.window.end // 3600) > f.hour or f.window.end % 3600 == 0:
@@ -441,8 +470,7 @@ class ExfilDetector(Detector):
         stale = self.hz.evict(older_than_hour)
         if not len(stale):
             return
-        stale = stale[stale < len(self.w_host_out)]
-        self.w_host_out[stale] = 0.0
+        stale = stale[stale < len(self.h_cusum)]
         self.h_cusum[stale] = 0.0
         self.h_cusum_t[stale] = 0.0
         self.h_emit[stale] = 0.0
@@ -451,10 +479,7 @@ class ExfilDetector(Detector):
 
     def nbytes(self) -> int:
         """Approximate state size in bytes (per-host arrays, pair table, destinations)."""
-        host = sum(
-            a.nbytes
-            for a in (self.w_host_out, self.h_cusum, self.h_cusum_t, self.h_emit, self.h_fire_win)
-        )
+        host = sum(a.nbytes for a in (self.h_cusum, self.h_cusum_t, self.h_emit, self.h_fire_win))
         return int(host + self.hz.nbytes() + self.pairs.nbytes() + 100 * len(self.domains))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
