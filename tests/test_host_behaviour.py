@@ -5,8 +5,8 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
-from river import anomaly
 
+from pipelines.detectors._hst import BatchHalfSpaceTrees
 from pipelines.detectors.base import Window
 from pipelines.detectors.host_behaviour import FEATURES, HostBehaviourDetector
 from pipelines.inject import merge
@@ -38,7 +38,8 @@ def test_background_is_quiet_and_a_burst_is_a_host_anomaly_with_its_score() -> N
     flows, dns = background(days=3, n_ws=8)
     det = HostBehaviourDetector(warmup_windows=24)
     assert run_windows([det], flows, dns) == []
-    assert isinstance(det.model, anomaly.HalfSpaceTrees) and det.learnt > det.window_size
+    assert isinstance(det.model, BatchHalfSpaceTrees) and det.learnt > det.window_size
+    assert not det.model.first_window and det.model.l_mass.sum() > 0
 
     victim = workstations(8)[2]
     det = HostBehaviourDetector(warmup_windows=24)

@@ -28,17 +28,20 @@ frozen reference faster than its peers'.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 from river import anomaly
 
 from pipelines.baselines import RobustBaseline
+from pipelines.detectors._host_acc import DayAccumulator, WindowAccumulator, WindowSums
+from pipelines.detectors._hst import BatchHalfSpaceTrees
 from pipelines.detectors.base import Detector, Evidence, Finding, Window
 from pipelines.detectors.drift import DayRollup, DriftMonitor
 from pipelines.detectors.lateral import KERBEROS, LDAP, admin_service
 from pipelines.records import DnsBatch, FlowBatch
-from pipelines.roles import HourProfile
+from pipelines.roles import HourProfile, hour_of_day
 
 __all__ = ["FEATURES", "HostBehaviourDetector"]
 
@@ -54,64 +57,28 @@ FEATURES = (
 _UNITS = ("bytes", "bytes", "connections", "hosts", "hosts", "queries", "connections")
 _FAILED = np.array(["S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR"], dtype=object)
 _DRIFT_FEATURES = ("bytes_out", "bytes_in", "connections", "distinct_dsts")
+_DRIFT_COLS = [FEATURES.index(f) for f in _DRIFT_FEATURES]
 DAY = 86400.0
 MAX_POSITIONS = 8
 Positions = tuple[tuple[str, int], ...]
 
 
-def sample_positions(
-    acc: dict[str, list[tuple[str, int]]],
-    hosts: list[str],
-    inv: np.ndarray,
-    origin: np.ndarray,
-    offset: np.ndarray,
-    limit: int = MAX_POSITIONS,
-) -> None:
-    """Add to ``acc[host]`` the (origin, offset) of the host's first records, up to ``limit``.
-
-    ``inv`` maps each record to its host (index into ``hosts``); records without an
-    origin are skipped.
-
-    >>> acc = {}
-    >>> sample_positions(acc, ["a", "b"], np.array([0, 1, 0]), np.array(["f", "f", "f"], dtype=object),
-    ...                  np.array([1, 2, 3]), limit=1)
-    >>> acc
-    {'a': [('f', 1)], 'b': [('f', 2)]}
-    """
-    if not len(inv):
-        return
-    order = np.argsort(inv, kind="stable")
-    bounds = np.searchsorted(inv[order], np.arange(len(hosts) + 1)).tolist()
-    for h, host in enumerate(hosts):
-        got = acc.get(host)
-        need = limit - (len(got) if got is not None else 0)
-        a, b = bounds[h], bounds[h + 1]
-        if need <= 0 or a == b:
-            continue
-        rows = order[a : min(b, a + need)]
-        new = [
-            (o, k) for o, k in zip(origin[rows].tolist(), offset[rows].tolist(), strict=True) if o
-        ]
-        if not new:
-            continue
-        if got is None:
-            acc[host] = new
-        else:
-            got.extend(new)
-
-
 @dataclass
 class HostWindow:
-    """Features of one window: hosts, raw values, and (filled by ``score``) their scores."""
+    """Features of one window: hosts (sorted), raw values, and (filled by ``score``) their scores."""
 
     window: Window
     hosts: list[str]
     x: np.ndarray
     off: np.ndarray
     rollup: DayRollup | None = None
-    positions: dict[str, Positions] = field(default_factory=dict)
-    scores: dict[str, float] = field(default_factory=dict)
+    sums: WindowSums | None = None  # position samples per host (audit trail)
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     anomalous: set[str] = field(default_factory=set)
+
+    def positions(self, i: int) -> Positions:
+        """(origin, offset) sample of the records of host ``i``."""
+        return self.sums.positions(i) if self.sums is not None else ()
 
 
 class HostBehaviourDetector(Detector):
@@ -158,8 +125,8 @@ class HostBehaviourDetector(Detector):
         self.drift_threshold = drift_threshold
         self.drift_persist_days = drift_persist_days
         self.idle_days = idle_days
-        self.model = anomaly.HalfSpaceTrees(
-            n_trees=n_trees, height=height, window_size=window_size, seed=seed
+        self.model = BatchHalfSpaceTrees(
+            len(FEATURES) + 1, n_trees=n_trees, height=height, window_size=window_size, seed=seed
         )
         self.learnt = 0
         self.baseline = RobustBaseline(FEATURES, warmup=warmup_windows, rate=baseline_rate)
@@ -177,9 +144,10 @@ class HostBehaviourDetector(Detector):
             (0, len(FEATURES)), dtype=np.float32
         )  # per-host p99 (log1p), by baseline row
         self.first_seen = np.zeros(0, dtype=np.float64)  # by baseline row
-        self.last_scores: dict[str, float] = {}
-        self._acc: dict[str, np.ndarray] = {}
-        self._pos: dict[str, list[tuple[str, int]]] = {}  # audit-trail sample per host, this window
+        self._last_hosts = np.empty(0, dtype=object)  # hosts of the last window (sorted)
+        self._last_scores = np.zeros(0)  # and their scores
+        self._acc = WindowAccumulator(len(FEATURES), MAX_POSITIONS)
+        self._day = DayAccumulator(len(_DRIFT_FEATURES), self.drift.max_positions)
 
     # -- ingest ---------------------------------------------------------------------
     def ingest(self, flows: FlowBatch, dns: DnsBatch, window: Window) -> None:
@@ -190,14 +158,11 @@ class HostBehaviourDetector(Detector):
                 hosts, si = np.unique(src, return_inverse=True)
                 n = len(hosts)
                 _, di = np.unique(dst, return_inverse=True)
-                pair = np.unique(si.astype(np.int64) * (int(di.max()) + 1) + di) // (
-                    int(di.max()) + 1
-                )
+                width = int(di.max()) + 1
+                pair = np.unique(si.astype(np.int64) * width + di) // width
                 svc = admin_service(flows.dst_port[m])
                 adm = (svc >= 0) & (svc != LDAP) & (svc != KERBEROS) & flows.dst_inside[m]
-                apair = np.unique(si[adm].astype(np.int64) * (int(di.max()) + 1) + di[adm]) // (
-                    int(di.max()) + 1
-                )
+                apair = np.unique(si[adm].astype(np.int64) * width + di[adm]) // width
                 failed = np.isin(flows.conn_state[m], _FAILED)
                 cols = np.stack(
                     [
@@ -211,26 +176,14 @@ class HostBehaviourDetector(Detector):
                     ],
                     axis=1,
                 )
-                names = hosts.tolist()
-                self._add(names, cols)
-                sample_positions(self._pos, names, si, flows.origin[m], flows.offset[m])
+                self._acc.add(hosts, si, cols, flows.origin[m], flows.offset[m])
         if len(dns):
             m = dns.src_inside
             if m.any():
                 hosts, di, counts = np.unique(dns.src[m], return_inverse=True, return_counts=True)
                 cols = np.zeros((len(hosts), len(FEATURES)))
                 cols[:, 5] = counts
-                names = hosts.tolist()
-                self._add(names, cols)
-                sample_positions(self._pos, names, di, dns.origin[m], dns.offset[m])
-
-    def _add(self, hosts: list[str], cols: np.ndarray) -> None:
-        for h, row in zip(hosts, cols, strict=True):
-            acc = self._acc.get(h)
-            if acc is None:
-                self._acc[h] = row.copy()
-            else:
-                acc += row
+                self._acc.add(hosts, di, cols, dns.origin[m], dns.offset[m])
 
     # -- window protocol ------------------------------------------------------------------
     def close(self, window: Window) -> HostWindow:
@@ -238,14 +191,33 @@ class HostBehaviourDetector(Detector):
         rollup = None
         if day != self.day:
             if self.day > -(10**9):
+                self._flush_day()
                 rollup = self.drift.close_day(self.day)
             self.day = day
-        hosts = sorted(self._acc)
-        x = np.array([self._acc[h] for h in hosts]) if hosts else np.zeros((0, len(FEATURES)))
-        off = np.array([self.hours.off_hours(h, window.start) for h in hosts], dtype=bool)
-        positions = {h: tuple(p) for h, p in self._pos.items()}
-        self._acc, self._pos = {}, {}
-        return HostWindow(window, hosts, x, off, rollup, positions)
+        sums = self._acc.close()
+        hosts = sums.hosts.tolist()
+        return HostWindow(window, hosts, sums.x, self._off_hours(hosts, window.start), rollup, sums)
+
+    def _flush_day(self) -> None:
+        """Hand the finished day's per-host totals and position samples to the drift watch."""
+        rows, x, pos = self._day.flush()
+        names = self.baseline.names
+        self.drift.add([names[j] for j in rows.tolist()], x, pos)
+
+    def _off_hours(self, hosts: list[str], t: float) -> np.ndarray:
+        """:meth:`HourProfile.off_hours` of every host at ``t``, as one array operation."""
+        prof = self.hours
+        j = np.fromiter(map(prof.rows.index.get, hosts, repeat(-1)), np.int64, len(hosts))
+        out = np.zeros(len(hosts), dtype=bool)
+        ok = np.flatnonzero(j >= 0)
+        if not len(ok):
+            return out
+        data = prof.rows.data[j[ok]]
+        total = data.sum(axis=1).astype(np.float64)
+        enough = total >= prof.min_windows
+        at = data[enough, hour_of_day(t, prof.utc_offset_hours)].astype(np.float64)
+        out[ok[enough]] = at / total[enough] < prof.share
+        return out
 
     def _vectors(self, feats: HostWindow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ids = self.baseline.known(feats.hosts)
@@ -264,20 +236,22 @@ class HostBehaviourDetector(Detector):
         warm = self._warm(ids, features.window.start)
         model_ready = self.learnt >= self.window_size
         strong_m = self._strong(ids, features.x, z)
-        for i, host in enumerate(features.hosts):
-            s = float(self.model.score_one(self._dict(vec[i]))) if model_ready else 0.0
-            features.scores[host] = s
-            strong = int(strong_m[i].sum())
-            if not (
-                warm[i] and model_ready and s >= self.threshold and strong >= self.min_features
-            ):
-                continue
+        n = len(features.hosts)
+        s = self.model.score_many(vec) if model_ready else np.zeros(n)
+        features.scores = s
+        if not model_ready:
+            return out
+        strong = strong_m.sum(axis=1)
+        cand = warm & (s >= self.threshold) & (strong >= self.min_features)
+        for i in np.flatnonzero(cand).tolist():
+            host = features.hosts[i]
             if self._routine(host, features.window.start):
                 continue  # the same hour on an earlier day: a routine job, learnt as normal
-            features.anomalous.add(
-                host
-            )  # scored anomalous: learnt neither by the trees nor the baselines
-            out.append(self._finding(features, i, host, s, z[i], ids[i : i + 1], strong_m[i]))
+            # scored anomalous: learnt neither by the trees nor the baselines
+            features.anomalous.add(host)
+            out.append(
+                self._finding(features, i, host, float(s[i]), z[i], ids[i : i + 1], strong_m[i])
+            )
         return out
 
     def _warm(self, ids: np.ndarray, t: float) -> np.ndarray:
@@ -333,7 +307,7 @@ class HostBehaviourDetector(Detector):
             facts={"hst_score": round(s, 3), "features": {FEATURES[k]: float(feats.x[i, k]) for k in top},
                    "off_hours": bool(feats.off[i])},
             src=host, direction="internal", count=int(feats.x[i, 2]), analytic="Learning",
-            positions=feats.positions.get(host, ()),
+            positions=feats.positions(i),
         )  # fmt: skip
 
     def learn(self, features: HostWindow, findings: list[Finding]) -> None:
@@ -342,37 +316,34 @@ class HostBehaviourDetector(Detector):
             self._evict(features.window, features.rollup.day)
         flagged = {f.entity for f in findings} | features.anomalous
         if not features.hosts:
-            self.last_scores = {}
+            self._last_hosts, self._last_scores = np.empty(0, dtype=object), np.zeros(0)
             return
         ids, _z, vec = self._vectors(features)
-        calm = np.array([h not in flagged for h in features.hosts], dtype=bool)
-        ids = self.baseline.ids(features.hosts)
+        hosts = features.hosts
+        if flagged:
+            calm = np.array([h not in flagged for h in hosts], dtype=bool)
+        else:
+            calm = np.ones(len(hosts), dtype=bool)
+        ids = self.baseline.ids(hosts)
         fresh_rows = self.baseline.samples(ids) == 0
         self.baseline.learn(ids, features.x, calm, t=features.window.index)
         self._learn_high(ids, features.x, calm, fresh_rows)
         self.first_seen[ids] = np.minimum(self.first_seen[ids], features.window.start)
+        t = features.window.start
         self.hours.observe(
-            [h for h, c in zip(features.hosts, calm.tolist(), strict=True) if c],
-            features.window.start,
+            hosts if calm.all() else [h for h, c in zip(hosts, calm.tolist(), strict=True) if c], t
         )
         strong_m = self._strong(ids, features.x, _z)
-        strong = [
-            h
-            for h, row in zip(features.hosts, strong_m, strict=True)
-            if int(row.sum()) >= self.min_features
-        ]
-        fresh = [h for h in strong if not self._routine(h, features.window.start)]
+        strong = np.flatnonzero(strong_m.sum(axis=1) >= self.min_features).tolist()
+        fresh = [hosts[i] for i in strong if not self._routine(hosts[i], t)]
         if fresh:
-            self.routine.observe(fresh, features.window.start)
-        self.drift.add(
-            features.hosts,
-            features.x[:, [FEATURES.index(f) for f in _DRIFT_FEATURES]],
-            [features.positions.get(h, ()) for h in features.hosts],
-        )
-        for i in np.flatnonzero(calm).tolist():
-            self.model.learn_one(self._dict(vec[i]))
-            self.learnt += 1
-        self.last_scores = dict(features.scores)
+            self.routine.observe(fresh, t)
+        if features.sums is not None:
+            self._day.add(ids, features.x[:, _DRIFT_COLS], features.sums)
+        self.model.learn_many(vec[calm])
+        self.learnt += int(calm.sum())
+        self._last_hosts = np.array(hosts, dtype=object)
+        self._last_scores = np.asarray(features.scores, dtype=np.float64)
 
     def _evict(self, w: Window, day: int) -> None:
         """Forget hosts idle for ``idle_days`` (rows of the baseline are reused: clear ours too)."""
@@ -422,32 +393,66 @@ class HostBehaviourDetector(Detector):
             and float(self.routine.rows.last[j]) < t - 6 * 3600.0
         )
 
-    @staticmethod
-    def _dict(v: np.ndarray) -> dict[str, float]:
-        return {f"f{k}": float(x) for k, x in enumerate(v.tolist())}
-
     # -- introspection --------------------------------------------------------------------------
     def entity_score(self, entity: str) -> float | None:
-        return self.last_scores.get(entity)
+        hosts = self._last_hosts
+        i = int(np.searchsorted(hosts, entity)) if len(hosts) else 0
+        if i < len(hosts) and hosts[i] == entity and i < len(self._last_scores):
+            return float(self._last_scores[i])
+        return None
 
     def entities(self) -> int:
         return len(self.baseline)
 
     def nbytes(self) -> int:
         """Approximate state size in bytes (the shared trees are counted once)."""
-        trees = self.n_trees * (2 ** (self.height + 1)) * 64
         parts = (
             self.baseline.nbytes()
             + self.q_hi.nbytes
+            + self.first_seen.nbytes
             + self.hours.nbytes()
             + self.routine.nbytes()
             + self.drift.nbytes()
+            + self._day.nbytes()
+            + self._last_scores.nbytes
         )
-        return int(parts + trees)
+        return int(parts + self.model.nbytes())
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("_pos", {})  # snapshots from before the audit-trail sample
+        if isinstance(state.get("model"), anomaly.HalfSpaceTrees):  # snapshots of River's own trees
+            names = [f"f{k}" for k in range(len(FEATURES) + 1)]
+            state["model"] = BatchHalfSpaceTrees.from_river(state["model"], names)
+        if isinstance(state.get("_acc"), dict):  # snapshots with per-host dicts
+            state["_acc"] = _window_from_dicts(state["_acc"], state.pop("_pos", {}))
+        if "last_scores" in state:
+            last = state.pop("last_scores")
+            state["_last_hosts"] = np.array(sorted(last), dtype=object)
+            state["_last_scores"] = np.array([last[h] for h in sorted(last)], dtype=np.float64)
+        if "_day" not in state:
+            state["_day"] = DayAccumulator(len(_DRIFT_FEATURES), state["drift"].max_positions)
         self.__dict__.update(state)
+
+
+def _window_from_dicts(
+    acc: dict[str, np.ndarray], pos: dict[str, list[tuple[str, int]]]
+) -> WindowAccumulator:
+    """The open window of an older snapshot (host -> sums, host -> positions) as arrays."""
+    out = WindowAccumulator(len(FEATURES), MAX_POSITIONS)
+    hosts = sorted(acc)
+    if hosts:
+        out.hosts = np.array(hosts, dtype=object)
+        out.x = np.array([acc[h] for h in hosts], dtype=np.float64)
+        out.npos = np.array([len(pos.get(h, ())) for h in hosts], dtype=np.int64)
+        rows = [(h, o, k) for h in hosts for o, k in pos.get(h, ())]
+        if rows:
+            out.pos.append(
+                (
+                    np.array([r[0] for r in rows], dtype=object),
+                    np.array([r[1] for r in rows], dtype=object),
+                    np.array([r[2] for r in rows], dtype=np.int64),
+                )
+            )
+    return out
