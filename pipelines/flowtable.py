@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.records import DnsBatch, FlowBatch
+from pipelines.dns_pairing import DnsPairer
+from pipelines.records import FlowBatch
 
 __all__ = ["DnsPairer", "FlowTable", "conn_state", "service_names"]
 
@@ -409,92 +410,3 @@ class FlowTable:
             }
         )
         return batch.sorted_by_time()
-
-
-class DnsPairer:
-    """Pair DNS queries with responses by (client, server, client port, id).
-
-    One row per query; ``rcode``/``answers`` come from the response. Queries unanswered
-    after ``timeout`` seconds of packet time (or at :meth:`flush`) keep ``rcode`` -1. A
-    response whose query was not seen yields a row of its own (the capture started late).
-
-    >>> p = DnsPairer()
-    >>> p.add(1.0, "10.0.0.1", "10.0.0.53", 5555, 53, 17, 7, False, 0, "a.example", 1, 0, (), 40, "f", 0)
-    >>> p.add(1.1, "10.0.0.53", "10.0.0.1", 53, 5555, 17, 7, True, 3, "a.example", 1, 0, (), 90, "f", 1)
-    >>> b = p.take(); b.query.tolist(), b.rcode.tolist(), b.resp_bytes.tolist()
-    (['a.example'], [3], [90])
-    """
-
-    _FIELDS = (
-        "ts",
-        "src",
-        "dst",
-        "src_port",
-        "dst_port",
-        "proto",
-        "query",
-        "qtype",
-        "origin",
-        "offset",
-        "rcode",
-        "answers_n",
-        "answers",
-        "resp_bytes",
-    )
-
-    def __init__(self, timeout: float = 10.0, max_pending: int = 100_000, sensor: str = "") -> None:
-        self.timeout = timeout
-        self.max_pending = max_pending
-        self.sensor = sensor
-        self.pending: dict[tuple[str, str, int, int, int], tuple[Any, ...]] = {}
-        self.ready: list[tuple[Any, ...]] = []
-        self.now = float("-inf")
-
-    def add(
-        self,
-        ts: float,
-        src: str,
-        dst: str,
-        sport: int,
-        dport: int,
-        proto: int,
-        ident: int,
-        response: bool,
-        rcode: int,
-        query: str,
-        qtype: int,
-        answers_n: int,
-        answers: tuple[str, ...],
-        size: int,
-        origin: str,
-        offset: int,
-    ) -> None:
-        """Add one parsed DNS message."""
-        if ts > self.now:
-            self.now = ts
-        if not response:
-            key = (src, dst, sport, ident, proto)
-            old = self.pending.pop(key, None)
-            if old is not None:
-                self.ready.append((*old, -1, 0, "", 0))
-            self.pending[key] = (ts, src, dst, sport, dport, proto, query, qtype, origin, offset)
-            if len(self.pending) > self.max_pending:
-                self.ready.append((*self.pending.pop(next(iter(self.pending))), -1, 0, "", 0))
-            return
-        q = self.pending.pop((dst, src, dport, ident, proto), None)
-        if q is None:
-            q = (ts, dst, src, dport, sport, proto, query, qtype, origin, offset)
-        self.ready.append((*q, rcode, answers_n, ",".join(answers), size))
-
-    def take(self, final: bool = False) -> DnsBatch:
-        """Rows completed so far (and expired queries; every pending query if ``final``)."""
-        if self.pending:
-            limit = self.now - self.timeout
-            for key in [k for k, v in self.pending.items() if final or v[0] < limit]:
-                self.ready.append((*self.pending.pop(key), -1, 0, "", 0))
-        rows, self.ready = self.ready, []
-        if not rows:
-            return DnsBatch.empty()
-        cols: dict[str, Any] = dict(zip(self._FIELDS, zip(*rows, strict=True), strict=True))
-        cols["sensor"] = np.full(len(rows), self.sensor, dtype=object)
-        return DnsBatch.from_columns(cols).sorted_by_time()

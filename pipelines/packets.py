@@ -1,4 +1,4 @@
-"""Raw frame parsing into packet-summary columns, and a small DNS message parser.
+"""Raw frame parsing into packet-summary columns, and the DNS messages of port-53 packets.
 
 Pure code on bytes: the caller (``stream.decoders.pcap``) walks the capture records and
 hands over one buffer plus the offset, captured length, link type and timestamp of each
@@ -28,17 +28,20 @@ offload on the capturing host) is replaced by the captured length, as Wireshark 
 from __future__ import annotations
 
 import socket
-import struct
 import sys
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
+
+from pipelines.dns_wire import DnsColumns, DnsMessage, dns_columns, parse_dns
 
 __all__ = [
     "DnsMessage",
     "PacketColumns",
     "PacketParser",
+    "dns_messages",
+    "dns_payloads",
     "parse_dns",
 ]
 
@@ -291,186 +294,48 @@ class PacketParser:
         )
 
 
-class DnsMessage(NamedTuple):
-    """The parts of a DNS message slowburn uses."""
+def dns_messages(
+    cols: PacketColumns, buf: Any, parser: PacketParser | None = None
+) -> tuple[np.ndarray, DnsColumns]:
+    """(packet rows, their parsed DNS fields) for the port-53 TCP/UDP packets with payload.
 
-    id: int
-    response: bool
-    rcode: int
-    query: str
-    qtype: int
-    answers_n: int
-    answers: tuple[str, ...]
-
-
-_HDR = struct.Struct("!HHHHHH")
-_RR = struct.Struct("!HHIH")
-
-
-def _name(data: bytes, pos: int) -> tuple[str, int]:
-    """Read a (possibly compressed) name at ``pos``; returns (name, position after it)."""
-    parts: list[bytes] = []
-    jumps = 0
-    after = -1
-    total = 0
-    n = len(data)
-    while True:
-        if pos >= n:
-            raise ValueError("name runs past the message")
-        length = data[pos]
-        if length == 0:
-            pos += 1
-            break
-        if length >= 0xC0:
-            if pos + 1 >= n:
-                raise ValueError("truncated pointer")
-            if after < 0:
-                after = pos + 2
-            pos = ((length & 0x3F) << 8) | data[pos + 1]
-            jumps += 1
-            if jumps > 32:
-                raise ValueError("pointer loop")
-            continue
-        if length > 63:
-            raise ValueError("bad label type")
-        nxt = pos + 1 + length
-        if nxt > n:
-            raise ValueError("label runs past the message")
-        total += length + 1
-        if total > 255:
-            raise ValueError("name too long")
-        parts.append(data[pos + 1 : nxt])
-        pos = nxt
-    name = b".".join(parts).decode(
-        "latin-1"
-    )  # case and raw bytes kept: tunnels encode data in both
-    return name, (after if after >= 0 else pos)
-
-
-def _skip_name(data: bytes, pos: int) -> int:
-    n = len(data)
-    for _ in range(128):
-        if pos >= n:
-            raise ValueError("name runs past the message")
-        length = data[pos]
-        if length == 0:
-            return pos + 1
-        if length >= 0xC0:
-            return pos + 2
-        pos += 1 + length
-    raise ValueError("too many labels")
-
-
-def parse_dns(
-    data: bytes, max_answers: int = 32, cache: dict[bytes, tuple[str, int]] | None = None
-) -> DnsMessage | None:
-    """Parse a DNS message (UDP payload, no TCP length prefix); ``None`` if malformed.
-
-    ``cache`` (optional, owned by the caller) maps the raw bytes of an uncompressed
-    question section to its parsed (name, qtype): queries and responses repeat names.
-
-    >>> q = bytes.fromhex("abcd01000001000000000000") + b"\\x03www\\x07example\\x03com\\x00" + b"\\x00\\x01\\x00\\x01"
-    >>> parse_dns(q)
-    DnsMessage(id=43981, response=False, rcode=0, query='www.example.com', qtype=1, answers_n=0, answers=())
-    >>> r = bytearray(q); r[2:4] = b"\\x81\\x80"; r[6:8] = b"\\x00\\x01"
-    >>> r += b"\\xc0\\x0c\\x00\\x01\\x00\\x01\\x00\\x00\\x00\\x3c\\x00\\x04" + bytes([93, 184, 216, 34])
-    >>> parse_dns(bytes(r)).answers
-    ('93.184.216.34',)
-    >>> parse_dns(b"\\x00\\x01") is None
-    True
-    """
-    try:
-        if len(data) < 12:
-            return None
-        ident, fl, qd, an, _ns, _ar = _HDR.unpack_from(data, 0)
-        pos = 12
-        query, qtype = "", 0
-        if qd:
-            zero = data.find(b"\x00", 12) + 5
-            key = data[12:zero] if cache is not None and zero > 12 else b""
-            got = cache.get(key) if key and cache is not None else None
-            if got is not None:
-                query, qtype = got
-                pos = zero
-            else:
-                query, pos = _name(data, pos)
-                if pos + 4 > len(data):
-                    return None
-                qtype = (data[pos] << 8) | data[pos + 1]
-                pos += 4
-                if key and cache is not None and pos == zero and len(key) == zero - 12:
-                    if len(cache) > 100_000:
-                        cache.clear()
-                    cache[key] = (query, qtype)
-            for _ in range(min(qd, 8) - 1):
-                pos = _skip_name(data, pos) + 4
-        answers: list[str] = []
-        for _ in range(min(an, max_answers)):
-            pos = _skip_name(data, pos)
-            if pos + 10 > len(data):
-                break
-            rtype, _cls, _ttl, rdlen = _RR.unpack_from(data, pos)
-            pos += 10
-            rdata = data[pos : pos + rdlen]
-            if len(rdata) < rdlen:
-                break
-            pos += rdlen
-            if rtype == 1 and rdlen == 4:
-                answers.append(socket.inet_ntoa(rdata))
-            elif rtype == 28 and rdlen == 16:
-                answers.append(socket.inet_ntop(socket.AF_INET6, rdata))
-        return DnsMessage(ident, bool(fl & 0x8000), fl & 0xF, query, qtype, an, tuple(answers))
-    except (ValueError, IndexError, struct.error, OSError):
-        return None
-
-
-def dns_payloads(
-    cols: PacketColumns, buf: Any, cache: dict[bytes, tuple[str, int]] | None = None
-) -> list[tuple[int, DnsMessage | None, int]]:
-    """(row, parsed message or None if malformed, message length) for port-53 packets.
-
-    TCP segments are parsed only when they start with the 2-byte length prefix of a
-    message they contain in full (best effort, no stream reassembly).
+    All messages of the chunk are parsed together (:func:`pipelines.dns_wire.dns_columns`).
+    TCP segments are kept only when they start with the 2-byte length prefix of a
+    message they contain in full (best effort, no stream reassembly); others are left
+    out (not counted as malformed).
     """
     is_dns = (
         ((cols.sport == 53) | (cols.dport == 53))
         & (cols.l4_off >= 0)
-        & np.isin(cols.proto, (6, 17))
+        & ((cols.proto == 6) | (cols.proto == 17))
+        & (cols.payload_len > 0)
     )
-    out: list[tuple[int, DnsMessage | None, int]] = []
-    rows = np.flatnonzero(is_dns & (cols.payload_len > 0))
-    if not len(rows):
-        return out
-    data_all = buf if isinstance(buf, bytes) else bytes(buf)
-    protos = cols.proto[rows].tolist()
-    starts = cols.l4_off[rows].tolist()
-    ends = cols.l4_end[rows].tolist()
-    qcache: dict[bytes, tuple[str, int]] = cache if cache is not None else {}
-    get, find, unpack = qcache.get, data_all.find, _HDR.unpack_from
-    for row, pr, a, z in zip(rows.tolist(), protos, starts, ends, strict=True):
-        if pr == 17 and z - a >= 17:
-            # fast path: header + cached question; full parse only for new names and A/AAAA answers
-            ident, fl, qd, an, _ns, _ar = unpack(data_all, a)
-            zero = find(b"\x00", a + 12, z)
-            got = (
-                get(data_all[a + 12 : zero + 5]) if qd == 1 and zero > 0 and zero + 5 <= z else None
-            )
-            if got is not None and (an == 0 or not fl & 0x8000 or got[1] not in (1, 28)):
-                out.append(
-                    (
-                        row,
-                        DnsMessage(ident, bool(fl & 0x8000), fl & 0xF, got[0], got[1], an, ()),
-                        z - a,
-                    )
-                )
-                continue
-        data = data_all[a:z]
-        if pr == 6:
-            if len(data) < 14:
-                continue
-            size = (data[0] << 8) | data[1]
-            if size + 2 > len(data):
-                continue
-            data = data[2 : 2 + size]
-        out.append((row, parse_dns(data, cache=qcache), len(data)))
-    return out
+    rows = np.flatnonzero(is_dns)
+    a = cols.l4_off[rows]
+    z = cols.l4_end[rows]
+    tcp = cols.proto[rows] == 6
+    if tcp.any():
+        b = np.frombuffer(buf, dtype=np.uint8)
+        last = max(len(b) - 1, 0)
+        b = b if len(b) else np.zeros(1, dtype=np.uint8)
+        pre = (b[np.minimum(a, last)].astype(np.int64) << 8) | b[np.minimum(a + 1, last)]
+        keep = ~tcp | ((z - a >= 14) & (pre + 2 <= z - a))
+        rows, a, z, tcp, pre = rows[keep], a[keep], z[keep], tcp[keep], pre[keep]
+        a = np.where(tcp, a + 2, a)
+        z = np.where(tcp, a + pre, z)
+    if parser is None:
+        return rows, dns_columns(buf, a, z)
+    return rows, dns_columns(buf, a, z, parser.v4_strings, parser.v6_strings)
+
+
+def dns_payloads(
+    cols: PacketColumns, buf: Any, cache: Any = None, parser: PacketParser | None = None
+) -> list[tuple[int, DnsMessage | None, int]]:
+    """(row, parsed message or None if malformed, message length) for port-53 packets.
+
+    The per-message form of :func:`dns_messages` (``cache`` is accepted and unused).
+    """
+    del cache
+    rows, dc = dns_messages(cols, buf, parser)
+    sizes = dc.size.tolist()
+    return [(r, dc.message(i), sizes[i]) for i, r in enumerate(rows.tolist())]

@@ -35,7 +35,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from pipelines.packets import PacketColumns, PacketParser, dns_payloads
+from pipelines.packets import PacketColumns, PacketParser, dns_messages
 from pipelines.records import HomeNetworks
 from stream.decoders.pcap import iter_capture
 
@@ -48,9 +48,13 @@ SinkFn = Callable[[str, list[dict[str, Any]]], None]
 
 
 def summaries(
-    cols: PacketColumns, buf: Any, cache: dict[bytes, tuple[str, int]] | None = None
+    cols: PacketColumns, buf: Any, cache: Any = None, parser: PacketParser | None = None
 ) -> list[dict[str, Any]]:
-    """Summary dicts (``"kind": "pkt"``) for parsed packet columns, with DNS fields when present."""
+    """Summary dicts (``"kind": "pkt"``) for parsed packet columns, with DNS fields when present.
+
+    ``cache`` is accepted for compatibility and unused; ``parser`` lends its address caches.
+    """
+    del cache
     names = ("ts", "src", "dst", "sport", "dport", "proto", "len", "flags", "plen")
     lists = [
         cols.ts.tolist(),
@@ -66,18 +70,34 @@ def summaries(
     out = [
         {"kind": "pkt", **dict(zip(names, vals, strict=True))} for vals in zip(*lists, strict=True)
     ]
-    for row, msg, size in dns_payloads(cols, buf, cache):
-        if msg is not None:
-            out[row]["dns"] = {
-                "id": msg.id,
-                "qr": msg.response,
-                "rcode": msg.rcode,
-                "query": msg.query,
-                "qtype": msg.qtype,
-                "ancount": msg.answers_n,
-                "answers": list(msg.answers),
-                "size": size,
-            }
+    rows, dc = dns_messages(cols, buf, parser)
+    good = np.flatnonzero(dc.ok)
+    fields = [
+        c[good].tolist()
+        for c in (
+            dc.ident,
+            dc.response,
+            dc.rcode,
+            dc.query,
+            dc.qtype,
+            dc.answers_n,
+            dc.answers,
+            dc.size,
+        )
+    ]
+    for row, (ident, qr, rcode, query, qtype, an, ans, size) in zip(
+        rows[good].tolist(), zip(*fields, strict=True), strict=True
+    ):
+        out[row]["dns"] = {
+            "id": ident,
+            "qr": qr,
+            "rcode": rcode,
+            "query": query,
+            "qtype": qtype,
+            "ancount": an,
+            "answers": ans.split(",") if ans else [],
+            "size": size,
+        }
     return out
 
 
@@ -91,12 +111,11 @@ class Sensor:
         self.parser = PacketParser()
         self.packets = 0
         self.stats: dict[str, int] = {}
-        self._qcache: dict[bytes, tuple[str, int]] = {}
 
     def _publish(self, cols: PacketColumns, buf: Any) -> None:
         if not len(cols):
             return
-        rows = summaries(cols, buf, self._qcache)
+        rows = summaries(cols, buf, parser=self.parser)
         keys = host_keys(cols.src, cols.dst, self.home)
         order = np.argsort(keys, kind="stable")
         ks = keys[order].tolist()

@@ -31,7 +31,7 @@ from typing import IO, Any, ClassVar
 import numpy as np
 
 from pipelines.flowtable import DnsPairer, FlowTable
-from pipelines.packets import PacketColumns, PacketParser, dns_payloads
+from pipelines.packets import PacketColumns, PacketParser, dns_messages
 from stream.decoders.base import DeadLetter, Decoder, DecodeResult, Message
 
 __all__ = ["CaptureFormatError", "PcapDecoder", "RawChunk", "iter_capture"]
@@ -287,7 +287,6 @@ class PcapDecoder(Decoder):
         self.pairer = DnsPairer(sensor=sensor)
         self.parser = PacketParser()
         self.stats: dict[str, int] = {}
-        self._qcache: dict[bytes, tuple[str, int]] = {}
 
     @classmethod
     def sniff(cls, value: bytes) -> bool:
@@ -307,39 +306,32 @@ class PcapDecoder(Decoder):
             yield cols, raw
 
     def _dns(self, cols: PacketColumns, buf: bytes, origin: str) -> None:
-        found = dns_payloads(cols, buf, self._qcache)
-        if not found:
+        rows, dc = dns_messages(cols, buf, self.parser)
+        if not len(rows):
             return
-        rows = np.asarray([r for r, _m, _s in found], dtype=np.int64)
-        ts, src, dst = cols.ts[rows].tolist(), cols.src[rows].tolist(), cols.dst[rows].tolist()
-        sport, dport = cols.sport[rows].tolist(), cols.dport[rows].tolist()
-        proto, index = cols.proto[rows].tolist(), cols.index[rows].tolist()
-        add = self.pairer.add
-        bad = 0
-        for i, (_row, msg, size) in enumerate(found):
-            if msg is None:
-                bad += 1
-                continue
-            add(
-                ts[i],
-                src[i],
-                dst[i],
-                sport[i],
-                dport[i],
-                proto[i],
-                msg.id,
-                msg.response,
-                msg.rcode,
-                msg.query,
-                msg.qtype,
-                msg.answers_n,
-                msg.answers,
-                size,
-                origin,
-                index[i],
-            )
+        good = np.flatnonzero(dc.ok)
+        bad = len(rows) - len(good)
         if bad:
             self.stats["dns_malformed"] = self.stats.get("dns_malformed", 0) + bad
+        r = rows[good]
+        self.pairer.add_many(
+            ts=cols.ts[r],
+            src=cols.src[r],
+            dst=cols.dst[r],
+            sport=cols.sport[r],
+            dport=cols.dport[r],
+            proto=cols.proto[r],
+            ident=dc.ident[good],
+            response=dc.response[good],
+            rcode=dc.rcode[good],
+            query=dc.query[good],
+            qtype=dc.qtype[good],
+            answers_n=dc.answers_n[good],
+            answers=dc.answers[good],
+            size=dc.size[good],
+            origin=origin,
+            offset=cols.index[r],
+        )
 
     def decode_stream(self, f: IO[bytes], origin: str) -> Iterator[DecodeResult]:
         """Decode one capture stream; the last result holds the flows still open at its end."""
