@@ -10,7 +10,9 @@ of Python's salted ``hash()``), pickles, and has a fixed or capped size:
   saturating after (e.g. "how many internal hosts contact this destination");
 * :class:`LruIndex` — key → row mapping with a capacity; when full, the least recently
   touched rows are evicted in bulk and handed back to the caller for reuse;
-* :class:`HyperLogLog` — approximate distinct count of a large stream in ``2**p`` bytes.
+* :class:`HyperLogLog` — approximate distinct count of a large stream in ``2**p`` bytes;
+* :class:`CappedKeySets` — per row a capped LRU set of int64 keys (e.g. a host's admin
+  edges), stored in pooled blocks that grow with the set (2, 4, 6, 8, 12 … ``cap`` slots).
 
 >>> codes, uniq = factorize(np.array(["b", "a", "b"], dtype=object))
 >>> codes.tolist(), uniq
@@ -24,7 +26,15 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-__all__ = ["CappedDistinct", "HyperLogLog", "LruIndex", "factorize", "hash32", "mix64"]
+__all__ = [
+    "CappedDistinct",
+    "CappedKeySets",
+    "HyperLogLog",
+    "LruIndex",
+    "factorize",
+    "hash32",
+    "mix64",
+]
 
 
 def factorize(values: np.ndarray) -> tuple[np.ndarray, list[object]]:
@@ -245,3 +255,124 @@ class HyperLogLog:
         if est <= 2.5 * m and zeros:
             est = m * np.log(m / zeros)
         return float(est)
+
+
+_SET_CLASSES = (2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+
+
+class CappedKeySets:
+    """Per row a set of at most ``cap`` non-zero int64 keys with a time stamp each (LRU).
+
+    Behaves exactly like one ``(rows, cap)`` key matrix with ``-inf`` stamps for empty
+    slots, where a new key takes ``argmin`` of the row's stamps (the first empty slot,
+    else the least recently touched key) — but a row only holds a block of the smallest
+    size class that fits its keys (16 bytes per slot), taken from a pool per class, so a
+    host with 5 edges costs 96 bytes instead of ``16 × cap``.
+
+    >>> s = CappedKeySets(cap=3)
+    >>> s.resize(2)
+    >>> [s.touch(0, k, t) for k, t in ((7, 1.0), (8, 2.0), (7, 3.0), (9, 4.0), (10, 5.0))]
+    [True, True, False, True, True]
+    >>> s.contains(0, 8), s.contains(0, 7), s.contains(0, 10), s.contains(1, 7), s.count(0)
+    (False, True, True, False, 3)
+    """
+
+    def __init__(self, cap: int = 64) -> None:
+        self.cap = cap
+        self.classes = tuple(sorted({min(c, cap) for c in _SET_CLASSES} | {cap}))
+        self.keys = [np.zeros((0, c), dtype=np.int64) for c in self.classes]
+        self.stamps = [np.zeros((0, c), dtype=np.float64) for c in self.classes]
+        self.used = [0] * len(self.classes)  # blocks handed out per class (incl. freed ones)
+        self.free: list[list[int]] = [[] for _ in self.classes]
+        self.row_cls = np.zeros(0, dtype=np.int8)  # -1: no block yet
+        self.row_blk = np.zeros(0, dtype=np.int32)
+
+    def resize(self, rows: int) -> None:
+        """Make room for at least ``rows`` rows (new rows are empty)."""
+        have = len(self.row_cls)
+        if rows > have:
+            new = max(rows, 2 * have, 64) - have
+            self.row_cls = np.concatenate([self.row_cls, np.full(new, -1, np.int8)])
+            self.row_blk = np.concatenate([self.row_blk, np.zeros(new, np.int32)])
+
+    def _alloc(self, c: int) -> int:
+        if self.free[c]:
+            b = self.free[c].pop()
+        else:
+            b = self.used[c]
+            self.used[c] += 1
+            have = len(self.keys[c])
+            if b >= have:
+                grow = max(64, have // 4)
+                w = self.classes[c]
+                self.keys[c] = np.concatenate([self.keys[c], np.zeros((grow, w), np.int64)])
+                self.stamps[c] = np.concatenate([self.stamps[c], np.zeros((grow, w))])
+        self.keys[c][b] = 0
+        self.stamps[c][b] = -np.inf
+        return b
+
+    def _block(self, row: int) -> tuple[np.ndarray, np.ndarray] | None:
+        c = int(self.row_cls[row])
+        if c < 0:
+            return None
+        b = int(self.row_blk[row])
+        return self.keys[c][b], self.stamps[c][b]
+
+    def contains(self, row: int, key: int) -> bool:
+        blk = self._block(row) if 0 <= row < len(self.row_cls) else None
+        return blk is not None and bool(np.any(blk[0] == key))
+
+    def count(self, row: int) -> int:
+        blk = self._block(row)
+        return 0 if blk is None else int(np.count_nonzero(np.isfinite(blk[1])))
+
+    def touch(self, row: int, key: int, t: float) -> bool:
+        """Stamp ``key`` in ``row`` with ``t``; True when it was not there (then inserted)."""
+        c = int(self.row_cls[row])
+        if c < 0:
+            c = 0
+            self.row_cls[row], self.row_blk[row] = c, self._alloc(c)
+        b = int(self.row_blk[row])
+        keys, stamps = self.keys[c][b], self.stamps[c][b]
+        hit = np.flatnonzero(keys == key)
+        if len(hit):
+            stamps[hit[0]] = t
+            return False
+        slot = int(np.argmin(stamps))
+        if stamps[slot] != -np.inf and c + 1 < len(self.classes):  # full: a bigger block
+            nb = self._alloc(c + 1)
+            w = self.classes[c]
+            self.keys[c + 1][nb, :w] = keys
+            self.stamps[c + 1][nb, :w] = stamps
+            self.free[c].append(b)
+            c, b, slot = c + 1, nb, w
+            self.row_cls[row], self.row_blk[row] = c, b
+            keys, stamps = self.keys[c][b], self.stamps[c][b]
+        keys[slot] = key
+        stamps[slot] = t
+        return True
+
+    def take(self, keep: np.ndarray, rows: int) -> None:
+        """Keep only rows ``keep`` (of the first ``rows``), renumbered 0..len(keep)-1."""
+        drop = np.setdiff1d(np.arange(rows), keep)
+        for r in drop.tolist():
+            c = int(self.row_cls[r])
+            if c >= 0:
+                self.free[c].append(int(self.row_blk[r]))
+        cls, blk = self.row_cls[keep], self.row_blk[keep]
+        self.row_cls = np.full(len(self.row_cls), -1, np.int8)
+        self.row_blk = np.zeros(len(self.row_blk), np.int32)
+        self.row_cls[: len(keep)], self.row_blk[: len(keep)] = cls, blk
+
+    def nbytes(self) -> int:
+        pools = sum(k.nbytes + s.nbytes for k, s in zip(self.keys, self.stamps, strict=True))
+        return int(pools + self.row_cls.nbytes + self.row_blk.nbytes)
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()  # blocks never handed out are spare capacity
+        state["keys"] = [k[:u].copy() for k, u in zip(self.keys, self.used, strict=True)]
+        state["stamps"] = [s[:u].copy() for s, u in zip(self.stamps, self.used, strict=True)]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)

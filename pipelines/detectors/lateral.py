@@ -42,6 +42,7 @@ from pipelines.detectors._lateral_rules import score_window
 from pipelines.detectors.base import Detector, Finding, Window
 from pipelines.records import DnsBatch, FlowBatch
 from pipelines.roles import HostRoles, HourProfile
+from pipelines.sketches import CappedKeySets
 
 __all__ = ["ADMIN_PORTS", "SERVICES", "LateralDetector", "admin_service"]
 
@@ -176,8 +177,7 @@ class LateralDetector(Detector):
         self.last_seen = np.zeros(0, dtype=np.float64)
         self.svc_mask = np.zeros(0, dtype=np.int16)
         self.fan_max = np.zeros(0, dtype=np.float32)  # most admin destinations in one calm window
-        self.edge_keys = np.zeros((0, edge_cap), dtype=np.int64)
-        self.edge_ts = np.zeros((0, edge_cap), dtype=np.float64)
+        self.edges = CappedKeySets(edge_cap)  # per host: (destination, service) edge hashes
         self.host_roles = HostRoles(pinned=self.roles)
         self.hours = HourProfile(utc_offset_hours, off_hours_share)
         self.fanout = RobustBaseline(("admin_dsts",), warmup=12)
@@ -321,14 +321,7 @@ class LateralDetector(Detector):
                 continue
             j = self._row(e.src)
             key = _h64(e.key)
-            row = self.edge_keys[j]
-            hit = np.flatnonzero(row == key)
-            if len(hit):
-                self.edge_ts[j, hit[0]] = t
-            else:
-                slot = int(np.argmin(self.edge_ts[j]))
-                row[slot] = key
-                self.edge_ts[j, slot] = t
+            if self.edges.touch(j, key, t):
                 if e.conns > e.failed or e.svc == RPC_DYN:
                     self.popularity[key] = self.popularity.get(key, 0) + 1
                     if len(self.popularity) > self.network_edge_cap:
@@ -399,7 +392,7 @@ class LateralDetector(Detector):
 
     def known_edge(self, e: Edge) -> bool:
         j = self.index.get(e.src, -1)
-        return j >= 0 and bool(np.any(self.edge_keys[j] == _h64(e.key)))
+        return j >= 0 and self.edges.contains(j, _h64(e.key))
 
     def used_service(self, host: str, svc: int) -> bool:
         j = self.index.get(host, -1)
@@ -431,10 +424,7 @@ class LateralDetector(Detector):
             self.last_seen = np.concatenate([self.last_seen, np.zeros(grow)])
             self.svc_mask = np.concatenate([self.svc_mask, np.zeros(grow, np.int16)])
             self.fan_max = np.concatenate([self.fan_max, np.zeros(grow, np.float32)])
-            self.edge_keys = np.concatenate(
-                [self.edge_keys, np.zeros((grow, self.edge_cap), np.int64)]
-            )
-            self.edge_ts = np.concatenate([self.edge_ts, np.full((grow, self.edge_cap), -np.inf)])
+            self.edges.resize(len(self.first_seen))
         return j
 
     def _evict(self, before: float, length: float) -> None:
@@ -449,8 +439,9 @@ class LateralDetector(Detector):
             log.debug("lateral: evicting %d idle hosts", n - len(keep))
             self.names = [self.names[i] for i in keep.tolist()]
             self.index = {h: i for i, h in enumerate(self.names)}
-            for attr in ("first_seen", "last_seen", "svc_mask", "fan_max", "edge_keys", "edge_ts"):
+            for attr in ("first_seen", "last_seen", "svc_mask", "fan_max"):
                 setattr(self, attr, getattr(self, attr)[keep].copy())
+            self.edges.take(keep, n)
         self.host_roles.evict(before)
         self.hours.evict(before)
         self.taints = {h: v for h, v in self.taints.items() if v[1] >= before}
@@ -462,9 +453,9 @@ class LateralDetector(Detector):
     def nbytes(self) -> int:
         """Approximate state size in bytes."""
         arrays = sum(
-            a.nbytes
-            for a in (self.first_seen, self.last_seen, self.svc_mask, self.edge_keys, self.edge_ts)
+            a.nbytes for a in (self.first_seen, self.last_seen, self.svc_mask, self.fan_max)
         )
+        arrays += self.edges.nbytes()
         return int(
             arrays
             + sum(len(s) + 90 for s in self.names)
