@@ -321,11 +321,10 @@ class LateralDetector(Detector):
                 continue
             j = self._row(e.src)
             key = _h64(e.key)
-            if self.edges.touch(j, key, t):
-                if e.conns > e.failed or e.svc == RPC_DYN:
-                    self.popularity[key] = self.popularity.get(key, 0) + 1
-                    if len(self.popularity) > self.network_edge_cap:
-                        del self.popularity[next(iter(self.popularity))]
+            if self.edges.touch(j, key, t) and (e.conns > e.failed or e.svc == RPC_DYN):
+                self.popularity[key] = self.popularity.get(key, 0) + 1
+                if len(self.popularity) > self.network_edge_cap:
+                    del self.popularity[next(iter(self.popularity))]
             self.svc_mask[j] |= 1 << e.svc
             if e.svc in (LDAP, KERBEROS):
                 in_auth.setdefault(e.dst, set()).add(e.src)
