@@ -86,7 +86,7 @@ class RobustBaseline:
         cap = len(self.n)
         if need <= cap:
             return
-        new = max(need, 2 * cap, 64)
+        new = max(need, cap + cap // 4, 64)
         f = len(self.features)
 
         def pad(a: np.ndarray, fill: float = 0.0) -> np.ndarray:

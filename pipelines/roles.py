@@ -45,6 +45,9 @@ ADMIN_ROLES = frozenset({"admin_workstation", "dc", "jump_host"})
 SERVING_ROLES = frozenset({"server", "dc"})
 
 
+_COUNT_MAX = np.iinfo(np.uint16).max
+
+
 def hour_of_day(ts: float, utc_offset_hours: float = 0.0) -> int:
     """Local hour (0-23) of an event time.
 
@@ -57,11 +60,11 @@ def hour_of_day(ts: float, utc_offset_hours: float = 0.0) -> int:
 class _Rows:
     """Host -> row index with growable float32 arrays and idle eviction."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, dtype: Any = np.float32) -> None:
         self.width = width
         self.index: dict[str, int] = {}
         self.names: list[str] = []
-        self.data = np.zeros((0, width), dtype=np.float32)
+        self.data = np.zeros((0, width), dtype=dtype)
         self.last = np.zeros(0, dtype=np.float64)
 
     def row(self, host: str, create: bool = True) -> int:
@@ -72,9 +75,9 @@ class _Rows:
         self.index[host] = j
         self.names.append(host)
         if j >= len(self.data):
-            new = max(64, 2 * len(self.data))
+            new = max(64, len(self.data) + len(self.data) // 4)
             self.data = np.concatenate(
-                [self.data, np.zeros((new - len(self.data), self.width), np.float32)]
+                [self.data, np.zeros((new - len(self.data), self.width), self.data.dtype)]
             )
             self.last = np.concatenate([self.last, np.zeros(new - len(self.last))])
         return j
@@ -208,7 +211,8 @@ class HostRoles:
 
 
 class HourProfile:
-    """Per-host count of active windows in each local hour of day (24 float32 per host).
+    """Per-host count of active windows in each local hour of day (24 uint16 per host,
+    saturating at 65 535 windows in one hour of day — 15 years of 5-minute windows).
 
     >>> p = HourProfile()
     >>> for day in range(3):
@@ -226,14 +230,16 @@ class HourProfile:
         self.utc_offset_hours = utc_offset_hours
         self.share = share
         self.min_windows = min_windows
-        self.rows = _Rows(24)
+        self.rows = _Rows(24, np.uint16)
 
     def observe(self, hosts: list[str] | tuple[str, ...], ts: float) -> None:
         h = hour_of_day(ts, self.utc_offset_hours)
         rows = self.rows
         for host in hosts:
             j = rows.row(host)
-            rows.data[j, h] += 1.0
+            data = rows.data  # (row() may have grown it)
+            if data[j, h] < _COUNT_MAX:
+                data[j, h] += 1
             rows.last[j] = ts
 
     def share_at(self, host: str, ts: float) -> float:
@@ -256,3 +262,9 @@ class HourProfile:
 
     def nbytes(self) -> int:
         return self.rows.nbytes()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        data = self.rows.data
+        if data.dtype != np.uint16:  # snapshots from before the uint16 counts
+            self.rows.data = np.minimum(data, _COUNT_MAX).astype(np.uint16)

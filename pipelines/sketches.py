@@ -291,7 +291,7 @@ class CappedKeySets:
         """Make room for at least ``rows`` rows (new rows are empty)."""
         have = len(self.row_cls)
         if rows > have:
-            new = max(rows, 2 * have, 64) - have
+            new = max(rows, have + have // 4, 64) - have
             self.row_cls = np.concatenate([self.row_cls, np.full(new, -1, np.int8)])
             self.row_blk = np.concatenate([self.row_blk, np.zeros(new, np.int32)])
 

@@ -193,7 +193,7 @@ class PairTable:
     def _grow(self, rows: int, hosts: int) -> None:
         have = len(self.dst)
         if rows > have:
-            new = max(rows, 2 * have, 64)
+            new = max(rows, have + have // 4, 64)
             for k, (dt, fill) in _PAIR_FIELDS.items():
                 self.cols[k] = np.concatenate([self.cols[k], np.full(new - have, fill, dt)])
             self.hist = np.concatenate(
@@ -202,7 +202,7 @@ class PairTable:
             self.dst = np.concatenate([self.dst, np.full(new - have, None, dtype=object)])
         hs = len(self.host_slots)
         if hosts > hs:
-            new = max(hosts, 2 * hs, 64)
+            new = max(hosts, hs + hs // 4, 64)
             pad = np.full((new - hs, self.top_k), -1, dtype=np.int32)
             self.host_slots = np.concatenate([self.host_slots, pad])
 

@@ -145,7 +145,7 @@ class HostHorizons:
                 b.ensure(n)
             cap = len(self.first_hour)
             if n > cap:
-                grow = max(n, 2 * cap, 64) - cap
+                grow = max(n, cap + cap // 4, 64) - cap
                 self.cur = np.concatenate([self.cur, np.zeros(grow, np.float32)])
                 self.tails = np.concatenate([self.tails, np.zeros((len(self.horizons), grow))], 1)
                 self.first_hour = np.concatenate([self.first_hour, np.full(grow, -1, np.int32)])

@@ -196,7 +196,7 @@ class ExfilDetector(Detector):
         n, have = len(self.hz.names), len(self.h_cusum)
         if n <= have:
             return
-        g = max(n, 2 * have, 64) - have
+        g = max(n, have + have // 4, 64) - have
         self.h_cusum = np.concatenate([self.h_cusum, np.zeros(g)])
         self.h_cusum_t = np.concatenate([self.h_cusum_t, np.zeros(g)])
         self.h_emit = np.concatenate([self.h_emit, np.zeros(g)])

@@ -418,7 +418,7 @@ class LateralDetector(Detector):
         self.index[host] = j
         self.names.append(host)
         if j >= len(self.first_seen):
-            grow = max(64, len(self.first_seen))
+            grow = max(64, len(self.first_seen) // 4)
             self.first_seen = np.concatenate([self.first_seen, np.zeros(grow)])
             self.last_seen = np.concatenate([self.last_seen, np.zeros(grow)])
             self.svc_mask = np.concatenate([self.svc_mask, np.zeros(grow, np.int16)])
