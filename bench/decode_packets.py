@@ -77,7 +77,7 @@ def _records(path: Path, dns_only: bool) -> tuple[list[tuple[float, bytes]], int
                 if linktype < 0:
                     linktype = lt
                 if lt == linktype and (i in keep or not dns_only):
-                    recs.append((ts, raw.buf[off : off + cap]))
+                    recs.append((ts, bytes(raw.buf[off : off + cap])))
     return recs, linktype
 
 

@@ -125,9 +125,15 @@ class DnsPairer:
         size: np.ndarray,
         origin: Any,
         offset: np.ndarray,
+        addrs: np.ndarray | None = None,
+        src_code: np.ndarray | None = None,
+        dst_code: np.ndarray | None = None,
     ) -> None:
         """Add a chunk of parsed messages in arrival order (``answers`` joined by ",";
-        ``origin`` one string or one per message); same result as :meth:`add` on each."""
+        ``origin`` one string or one per message); same result as :meth:`add` on each.
+
+        ``addrs`` with ``src_code``/``dst_code`` (optional): ``src``/``dst`` as indexes
+        into the distinct address strings ``addrs``, which saves encoding them here."""
         n = len(ts)
         if n == 0:
             return
@@ -159,9 +165,15 @@ class DnsPairer:
         c_sport = np.where(resp, dport, sport)
         c_dport = np.where(resp, sport, dport)
         codes: dict[Any, int] = {}
-        enc = codes.setdefault
-        a_src = np.fromiter((enc(x, len(codes)) for x in c_src.tolist()), np.int64, n)
-        a_dst = np.fromiter((enc(x, len(codes)) for x in c_dst.tolist()), np.int64, n)
+        if addrs is not None and src_code is not None and dst_code is not None:
+            sc, dc = np.asarray(src_code, dtype=np.int64), np.asarray(dst_code, dtype=np.int64)
+            a_src, a_dst = np.where(resp, dc, sc), np.where(resp, sc, dc)
+            if self.pending:
+                codes = {a: i for i, a in enumerate(np.asarray(addrs).tolist())}
+        else:
+            enc = codes.setdefault
+            a_src = np.fromiter((enc(x, len(codes)) for x in c_src.tolist()), np.int64, n)
+            a_dst = np.fromiter((enc(x, len(codes)) for x in c_dst.tolist()), np.int64, n)
         q_cols: dict[str, Any] = {
             "ts": ts, "src": c_src, "dst": c_dst, "src_port": c_sport, "dst_port": c_dport,
             "proto": proto, "query": query, "qtype": qtype, "origin": origins, "offset": offset,

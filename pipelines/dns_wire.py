@@ -280,24 +280,32 @@ def dns_columns(
     if len(named):
         first = s[named] + 12
         lens = qend[named] - first  # bytes of the name before its zero, length octets included
-        outoff = np.zeros(len(named) + 1, dtype=np.int64)
-        np.cumsum(lens, out=outoff[1:])
-        total = int(outoff[-1])
-        if total:
-            where = np.arange(total, dtype=np.int64) + np.repeat(first - outoff[:-1], lens)
-            text = b[where]
-            if dot_rows:
-                slot = np.zeros(n, dtype=np.int64)
-                slot[named] = outoff[:-1] - first
-                has = np.zeros(n, dtype=bool)
-                has[named] = True
-                rr, pp = np.concatenate(dot_rows), np.concatenate(dot_pos)
-                # a later label's length octet inside the name becomes its dot
-                keep = has[rr] & (pp < qend[rr])
-                text[pp[keep] + slot[rr[keep]]] = 0x2E
-            decoded = text.tobytes().decode("latin-1")
-            o = outoff.tolist()
-            query[named] = [decoded[o[i] + 1 : o[i + 1]] for i in range(len(named))]
+        stop = qend[named]
+        lo, hi = int(first.min()), int(stop.max())
+        total = int((stop - first).sum())
+        if hi - lo <= 4 * total + 4096:
+            # one copy of the span holding the names (cheaper than a gather when dense)
+            text = b[lo:hi].copy()
+            begin, shift = first, lo
+        else:
+            lens = stop - first
+            outoff = np.zeros(len(named) + 1, dtype=np.int64)
+            np.cumsum(lens, out=outoff[1:])
+            text = b[np.arange(total, dtype=np.int64) + np.repeat(first - outoff[:-1], lens)]
+            begin, shift = outoff[:-1], 0
+        if dot_rows:
+            slot = np.zeros(n, dtype=np.int64)
+            slot[named] = begin - first - shift
+            has = np.zeros(n, dtype=bool)
+            has[named] = True
+            rr, pp = np.concatenate(dot_rows), np.concatenate(dot_pos)
+            # a later label's length octet inside the name becomes its dot
+            keep = has[rr] & (pp < qend[rr])
+            text[pp[keep] + slot[rr[keep]]] = 0x2E
+        decoded = text.tobytes().decode("latin-1")
+        o1 = (begin - shift + 1).tolist()
+        o2 = (begin - shift + stop - first).tolist()
+        query[named] = [decoded[x:y] for x, y in zip(o1, o2, strict=True)]
 
     # -- answers: A/AAAA addresses of responses to A/AAAA questions ------------------
     answers = np.empty(n, dtype=object)
@@ -367,9 +375,8 @@ def dns_columns(
     # -- rare shapes through the scalar parser ---------------------------------------
     slow = np.flatnonzero(fallback & ok)
     if len(slow):
-        data_all = bytes(buf)
         for i in slow.tolist():
-            msg = parse_dns(data_all[s[i] : e[i]], max_answers, a_only=True)
+            msg = parse_dns(bytes(buf[s[i] : e[i]]), max_answers, a_only=True)
             if msg is None:
                 ok[i] = False
                 continue

@@ -211,13 +211,19 @@ class FlowTable:
     # -- main entry -----------------------------------------------------------------
     def add(self, cols: Mapping[str, Any], origin: Any = "", offset: Any = None) -> FlowBatch:
         """Add packets (columns ts, src, dst, sport, dport, proto, ip_len, tcp_flags,
-        payload_len; optional ``origin``/``offset`` per packet) and return ended flows."""
+        payload_len; optional ``origin``/``offset`` per packet; optional ``addrs`` with
+        ``src_code``/``dst_code``, the addresses as indexes into ``addrs``) and return ended flows."""
         ts = np.asarray(cols["ts"], dtype=np.float64)
         n = len(ts)
         if n == 0:
             return FlowBatch.empty()
-        src = self._encode(cols["src"])
-        dst = self._encode(cols["dst"])
+        if cols.get("addrs") is not None and cols.get("src_code") is not None:
+            ids = self._encode(cols["addrs"])  # one lookup per distinct address
+            src = ids[np.asarray(cols["src_code"], dtype=np.int64)]
+            dst = ids[np.asarray(cols["dst_code"], dtype=np.int64)]
+        else:
+            src = self._encode(cols["src"])
+            dst = self._encode(cols["dst"])
         sport = np.asarray(cols["sport"], dtype=np.int64)
         dport = np.asarray(cols["dport"], dtype=np.int64)
         proto = np.asarray(cols["proto"], dtype=np.int64)

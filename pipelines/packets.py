@@ -58,6 +58,8 @@ class PacketColumns:
 
     ``index`` is the record number in the capture; ``l4_off``/``l4_end`` delimit the
     transport payload inside the parsed buffer (``-1`` when unknown), used for DNS.
+    ``addrs``/``src_code``/``dst_code`` (when set) encode the addresses as small integers,
+    equal codes meaning equal strings (lets consumers skip per-packet dict lookups).
     """
 
     ts: np.ndarray
@@ -73,6 +75,10 @@ class PacketColumns:
     l4_off: np.ndarray
     l4_end: np.ndarray
     stats: dict[str, int] = field(default_factory=dict)
+    #: distinct address strings of the chunk; ``src``/``dst`` = ``addrs[src_code/dst_code]``
+    addrs: np.ndarray | None = None
+    src_code: np.ndarray | None = None
+    dst_code: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -93,8 +99,13 @@ class PacketParser:
     # -- address strings -------------------------------------------------------------
     def v4_strings(self, values: np.ndarray) -> np.ndarray:
         """Interned dotted-quad strings for an array of host-order uint32 addresses."""
+        names, inv = self.v4_codes(values)
+        return names[inv]
+
+    def v4_codes(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct address strings, index of each value's string) for uint32 addresses."""
         if len(values) == 0:
-            return np.empty(0, dtype=object)
+            return np.empty(0, dtype=object), np.zeros(0, dtype=np.int64)
         uniq, inv = np.unique(values, return_inverse=True)
         cache = self._v4
         if len(cache) > self.max_cache:
@@ -106,12 +117,17 @@ class PacketParser:
                 s = sys.intern(socket.inet_ntoa(v.to_bytes(4, "big")))
                 cache[v] = s
             names[i] = s
-        return names[inv.reshape(-1)]
+        return names, inv.reshape(-1)
 
     def v6_strings(self, raw: np.ndarray) -> np.ndarray:
         """Interned compressed IPv6 strings for an ``(n, 16)`` uint8 array."""
+        names, inv = self.v6_codes(raw)
+        return names[inv]
+
+    def v6_codes(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct address strings, index of each row's string) for ``(n, 16)`` uint8 rows."""
         if len(raw) == 0:
-            return np.empty(0, dtype=object)
+            return np.empty(0, dtype=object), np.zeros(0, dtype=np.int64)
         packed = np.ascontiguousarray(raw).view("V16").reshape(-1)
         uniq, inv = np.unique(packed, return_inverse=True)
         cache = self._v6
@@ -125,7 +141,7 @@ class PacketParser:
                 s = sys.intern(socket.inet_ntop(socket.AF_INET6, b))
                 cache[b] = s
             names[i] = s
-        return names[inv.reshape(-1)]
+        return names, inv.reshape(-1)
 
     # -- frames ------------------------------------------------------------------------
     def parse(
@@ -208,6 +224,9 @@ class PacketParser:
         has_l4 = np.ones(k, dtype=bool)
         src = np.empty(k, dtype=object)
         dst = np.empty(k, dtype=object)
+        src_code = np.zeros(k, dtype=np.int64)
+        dst_code = np.zeros(k, dtype=np.int64)
+        addrs = [np.empty(0, dtype=object)]
 
         i4 = np.flatnonzero(is4)
         if len(i4):
@@ -216,8 +235,11 @@ class PacketParser:
             proto[i4] = u8(p + 9)
             l4[i4] = p + (u8(p) & 15) * 4
             has_l4[i4] = (u16(p + 6) & 0x1FFF) == 0
-            both = self.v4_strings(np.concatenate([u32(p + 12), u32(p + 16)]).astype(np.uint32))
+            names, inv = self.v4_codes(np.concatenate([u32(p + 12), u32(p + 16)]).astype(np.uint32))
+            both = names[inv]
             src[i4], dst[i4] = both[: len(i4)], both[len(i4) :]
+            src_code[i4], dst_code[i4] = inv[: len(i4)], inv[len(i4) :]
+            addrs.append(names)
         i6 = np.flatnonzero(is6)
         if len(i6):
             p = l3[i6]
@@ -240,8 +262,12 @@ class PacketParser:
             l4[i6] = q
             has_l4[i6] = frag_ok & ~np.isin(nh, _V6_EXT)
             gather = np.minimum(np.concatenate([p + 8, p + 24])[:, None] + np.arange(16), last)
-            both = self.v6_strings(b[gather])
+            names, inv = self.v6_codes(b[gather])
+            both = names[inv]
             src[i6], dst[i6] = both[: len(i6)], both[len(i6) :]
+            base = sum(len(a) for a in addrs)
+            src_code[i6], dst_code[i6] = inv[: len(i6)] + base, inv[len(i6) :] + base
+            addrs.append(names)
 
         tso = (
             ip_len == 0
@@ -291,6 +317,9 @@ class PacketParser:
             l4_off=l4_off,
             l4_end=np.minimum(ip_end, end),
             stats=stats,
+            addrs=np.concatenate(addrs),
+            src_code=src_code,
+            dst_code=dst_code,
         )
 
 

@@ -38,6 +38,8 @@ __all__ = ["CaptureFormatError", "PcapDecoder", "RawChunk", "iter_capture"]
 
 log = logging.getLogger(__name__)
 
+#: a capture block as read (``bytearray`` when read with ``readinto``; never mutated)
+Buffer = bytes | bytearray
 BLOCK = 8 << 20
 MAX_RECORD = 1 << 18
 _PCAP_MAGIC = {
@@ -53,7 +55,7 @@ _PCAPNG = b"\x0a\x0d\x0d\x0a"
 class RawChunk:
     """Records located in ``buf``: offsets, captured lengths, link types, times, numbers."""
 
-    buf: bytes
+    buf: Buffer
     offsets: np.ndarray
     caplens: np.ndarray
     linktypes: np.ndarray | int
@@ -65,28 +67,29 @@ class CaptureFormatError(ValueError):
     """The bytes are not a pcap/pcapng capture."""
 
 
-def _walk_pcap(data: bytes, pos: int, endian: str, limit: int) -> tuple[list[int], int, bool]:
+def _walk_pcap(data: Buffer, pos: int, endian: str, limit: int) -> tuple[list[int], int, bool]:
     """Record header positions from ``pos`` (at most ``limit``); the fields are read later, vectorised."""
     u32 = struct.Struct(endian + "I").unpack_from
     heads: list[int] = []
     add = heads.append
     n = len(data)
-    for _ in range(limit):
-        if pos + 16 > n:
-            break
-        (incl,) = u32(data, pos + 8)
-        nxt = pos + 16 + incl
-        if nxt > n:
-            if incl > MAX_RECORD:
-                return heads, pos, True
-            break
-        add(pos)
-        pos = nxt
+    try:
+        for _ in range(limit):
+            (incl,) = u32(data, pos + 8)  # struct.error: header cut short, wait for more
+            nxt = pos + 16 + incl
+            if nxt > n:
+                if incl > MAX_RECORD and pos + 16 <= n:
+                    return heads, pos, True
+                break
+            add(pos)
+            pos = nxt
+    except struct.error:
+        pass
     return heads, pos, False
 
 
 def _pcap_headers(
-    data: bytes, heads: list[int], endian: str, scale: float
+    data: Buffer, heads: list[int], endian: str, scale: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(frame offsets, captured lengths, times) from record header positions."""
     pos = np.asarray(heads, dtype=np.int64)
@@ -106,7 +109,7 @@ class _Pcapng:
         ] = []  # linktype, snaplen, resolution, offset
         self.last_ts = 0.0
 
-    def _idb(self, data: bytes, pos: int, blen: int) -> None:
+    def _idb(self, data: Buffer, pos: int, blen: int) -> None:
         e = self.endian
         linktype, _r, snaplen = struct.unpack_from(e + "HHI", data, pos + 8)
         res, tsoff = 1e-6, 0.0
@@ -125,7 +128,7 @@ class _Pcapng:
         self.ifaces.append((linktype, snaplen, res, tsoff))
 
     def walk(
-        self, data: bytes, pos: int, limit: int
+        self, data: Buffer, pos: int, limit: int
     ) -> tuple[list[int], list[int], list[int], list[float], int, bool]:
         offs: list[int] = []
         caps: list[int] = []
@@ -186,6 +189,32 @@ class _Pcapng:
         return offs, caps, lts, tss, pos, False
 
 
+def _refill(f: IO[bytes], data: Buffer, pos: int) -> tuple[Buffer, int]:
+    """(the unread rest of ``data`` followed by the next block of ``f``, bytes read).
+
+    Reads straight into a fresh buffer after the rest (one copy of the block, not two);
+    each block gets its own buffer, so earlier chunks stay valid.
+    """
+    rest = len(data) - pos
+    readinto = getattr(f, "readinto", None)
+    if readinto is None:
+        more = f.read(BLOCK)
+        return (data[pos:] + more if rest else more), len(more)
+    buf = bytearray(rest + BLOCK)
+    view = memoryview(buf)
+    view[:rest] = memoryview(data)[pos:]
+    got = 0
+    while got < BLOCK:
+        k = readinto(view[rest + got :])
+        if not k:
+            break
+        got += k
+    view.release()
+    if got < BLOCK:
+        del buf[rest + got :]
+    return buf, got
+
+
 def iter_capture(
     f: IO[bytes], chunk: int = 65536, stats: dict[str, int] | None = None
 ) -> Iterator[RawChunk]:
@@ -199,6 +228,7 @@ def iter_capture(
         raise CaptureFormatError("too short for a capture header")
     magic = head[:4]
     ng: _Pcapng | None = None
+    data: Buffer
     if magic in _PCAP_MAGIC:
         if len(head) < 24:
             raise CaptureFormatError("truncated pcap header")
@@ -246,12 +276,10 @@ def iter_capture(
             if pos < len(data):
                 stats["truncated"] = stats.get("truncated", 0) + 1
             return
-        more = f.read(BLOCK)
-        if not more:
-            eof = True
-            continue
-        data = data[pos:] + more
+        data, got = _refill(f, data, pos)
         pos = 0
+        if not got:
+            eof = True
 
 
 class PcapDecoder(Decoder):
@@ -305,7 +333,7 @@ class PcapDecoder(Decoder):
             self._count(cols.stats)
             yield cols, raw
 
-    def _dns(self, cols: PacketColumns, buf: bytes, origin: str) -> None:
+    def _dns(self, cols: PacketColumns, buf: Buffer, origin: str) -> None:
         rows, dc = dns_messages(cols, buf, self.parser)
         if not len(rows):
             return
@@ -331,6 +359,9 @@ class PcapDecoder(Decoder):
             size=dc.size[good],
             origin=origin,
             offset=cols.index[r],
+            addrs=cols.addrs,
+            src_code=None if cols.src_code is None else cols.src_code[r],
+            dst_code=None if cols.dst_code is None else cols.dst_code[r],
         )
 
     def decode_stream(self, f: IO[bytes], origin: str) -> Iterator[DecodeResult]:
@@ -351,6 +382,9 @@ class PcapDecoder(Decoder):
                         "ip_len": cols.ip_len,
                         "tcp_flags": cols.tcp_flags,
                         "payload_len": cols.payload_len,
+                        "addrs": cols.addrs,
+                        "src_code": cols.src_code,
+                        "dst_code": cols.dst_code,
                     },
                     origin=origin,
                     offset=cols.index,
