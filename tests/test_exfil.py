@@ -402,9 +402,9 @@ def test_idle_hosts_are_evicted_and_their_rows_reused() -> None:
         det.process_window(w)
 
     window(0.0, ["10.0.0.1", "10.0.0.2"])
-    size = det.nbytes()
     window(0.7 * day, ["10.0.0.2"])
     window(2.1 * day, ["10.0.0.2"])  # next day: 10.0.0.1 idle for > 1 day
+    size = det.nbytes()
     assert det.entities() == 1 and "10.0.0.1" not in det.hz.index
     assert [h for h, _d in det.pairs.index] == [det.hz.index["10.0.0.2"]]  # its pair is freed
     window(2.2 * day, ["10.0.0.3"])  # reuses the evicted host's row and pair slot

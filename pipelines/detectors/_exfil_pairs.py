@@ -118,18 +118,24 @@ _PAIR_FIELDS: dict[str, tuple[Any, Any]] = {
     "hours": (np.int32, 0),
     "last_hour": (np.int32, -1),  # its UTC day is last_hour // 24
     "hour_out": (np.float64, 0.0),  # upload within last_hour
-    "hsum": (np.float64, 0.0),  # sum / sum of squares of completed active-hour uploads
-    "hsq": (np.float64, 0.0),
-    "cusum": (np.float64, 0.0),
-    "cusum_t": (np.float64, 0.0),
     "ew_out": (np.float64, 0.0),  # upload decayed with a 1 h half-life (attribution)
     "ew_t": (np.float64, 0.0),
     "day_out": (np.float64, 0.0),  # upload on the day of last_hour
-    "day_max": (np.float64, 0.0),  # largest upload of one earlier day (recurring transfers)
-    "emitted": (np.float64, 0.0),  # cumulative upload when last reported
     "port": (np.int32, -1),
     "rare_new": (np.int8, 0),  # destination was new and rare when last scored
     "busy": (np.int8, 0),  # had an upload connection in the open window
+    "ext": (np.int32, -1),  # row in the extension columns (-1: all of them at their fill)
+}
+
+# Extension columns: non-fill only for pairs active over several hours or days, with
+# rare-destination evidence, reported, or with a promoted histogram (most pairs are not).
+_EXT_FIELDS: dict[str, tuple[Any, Any]] = {
+    "hsum": (np.float64, 0.0),  # sum / sum of squares of completed active-hour uploads
+    "hsq": (np.float64, 0.0),
+    "cusum": (np.float64, 0.0),
+    "cusum_t": (np.float64, 0.0),  # meaningful only while cusum > 0
+    "day_max": (np.float64, 0.0),  # largest upload of one earlier day (recurring transfers)
+    "emitted": (np.float64, 0.0),  # cumulative upload when last reported
     "big": (np.int32, -1),  # row of its histogram in hist_big once promoted
 }
 
@@ -148,6 +154,11 @@ class PairTable:
         self.cols: dict[str, np.ndarray] = {
             k: np.zeros(0, dt) for k, (dt, _f) in _PAIR_FIELDS.items()
         }
+        self.ext: dict[str, np.ndarray] = {
+            k: np.zeros(0, dt) for k, (dt, _f) in _EXT_FIELDS.items()
+        }
+        self.ext_size = 0
+        self.ext_free: list[int] = []
         self.hist = np.zeros((0, hist_bins), dtype=np.uint8)
         self.hist_big = np.zeros((0, hist_bins), dtype=np.uint32)
         self.big_free: list[int] = []
@@ -206,9 +217,57 @@ class PairTable:
             pad = np.full((new - hs, self.top_k), -1, dtype=np.int32)
             self.host_slots = np.concatenate([self.host_slots, pad])
 
+    # -- extension columns -------------------------------------------------------------
+    def get(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Extension column ``name`` of pair ``rows`` (its fill where a pair has no extension)."""
+        dt, fill = _EXT_FIELDS[name]
+        e = self.cols["ext"][rows]
+        out = np.full(len(e), fill, dtype=dt)
+        ok = e >= 0
+        out[ok] = self.ext[name][e[ok]]
+        return out
+
+    def set(self, name: str, rows: np.ndarray, values: Any) -> None:
+        """Write extension column ``name`` (``rows`` unique); extensions are made on demand."""
+        _dt, fill = _EXT_FIELDS[name]
+        values = np.broadcast_to(np.asarray(values), (len(rows),))
+        e = self.cols["ext"][rows]
+        need = (e < 0) & (values != fill)
+        if need.any():
+            self._ext_alloc(rows[need])
+            e = self.cols["ext"][rows]
+        ok = e >= 0
+        self.ext[name][e[ok]] = values[ok]
+
+    def ext_of(self, rows: np.ndarray) -> np.ndarray:
+        """Extension row of each pair (-1: none)."""
+        return self.cols["ext"][rows]
+
+    def _ext_alloc(self, rows: np.ndarray) -> None:
+        idx = np.empty(len(rows), dtype=np.int64)
+        take = min(len(rows), len(self.ext_free))
+        if take:
+            idx[:take] = [self.ext_free.pop() for _ in range(take)]
+        rest = len(rows) - take
+        if rest:
+            idx[take:] = np.arange(self.ext_size, self.ext_size + rest)
+            self.ext_size += rest
+            have = len(self.ext["hsum"])
+            if self.ext_size > have:
+                new = max(self.ext_size, have + have // 4, 64) - have
+                for k, (dt, fill) in _EXT_FIELDS.items():
+                    self.ext[k] = np.concatenate([self.ext[k], np.full(new, fill, dt)])
+        self.cols["ext"][rows] = idx
+
     def _reset(self, rows: np.ndarray) -> None:
-        big = self.cols["big"][rows]
-        self.big_free.extend(big[big >= 0].tolist())
+        e = self.cols["ext"][rows]
+        e = e[e >= 0]
+        if len(e):
+            big = self.ext["big"][e]
+            self.big_free.extend(big[big >= 0].tolist())
+            for k, (_dt, fill) in _EXT_FIELDS.items():
+                self.ext[k][e] = fill
+            self.ext_free.extend(e.tolist())
         orphan = rows[self.cols["drow"][rows] < 0]
         for h, d in zip(self.cols["host"][orphan].tolist(), self.dst[orphan].tolist(), strict=True):
             self.orphans.pop((h, d), None)
@@ -227,8 +286,11 @@ class PairTable:
         r = np.where(occ, slots, 0)
         idle_h = np.maximum(now - np.nan_to_num(self.cols["last_ts"][r], nan=0.0), 0.0) / 3600.0
         value = self.cols["out"][r] / (1.0 + idle_h)
+        flat = r.ravel()
         keep = (
-            (self.cols["cusum"][r] > 0) | (self.cols["emitted"][r] > 0) | (self.cols["busy"][r] > 0)
+            (self.get("cusum", flat) > 0).reshape(r.shape)
+            | (self.get("emitted", flat) > 0).reshape(r.shape)
+            | (self.cols["busy"][r] > 0)
         )
         value = np.where(keep, value + 1e30, value)
         value = np.where(occ, value, -1.0)
@@ -335,7 +397,7 @@ class PairTable:
 
     def add_hist(self, rows: np.ndarray, counts: np.ndarray) -> None:
         """Add per-pair chunk-size counts (``rows`` unique, ``counts`` shaped (rows, bins))."""
-        big = self.cols["big"][rows]
+        big = self.get("big", rows)
         prom = big >= 0
         if prom.any():
             self.hist_big[big[prom]] += counts[prom].astype(np.uint32)
@@ -359,12 +421,12 @@ class PairTable:
                 )
             self.hist_big[idx] = tot[over].astype(np.uint32)
             self.hist[up] = 0
-            self.cols["big"][up] = idx
+            self.set("big", up, idx)
 
     def hist_of(self, rows: np.ndarray) -> np.ndarray:
         """Chunk-size histograms of ``rows`` as float64 (rows, bins)."""
         h = self.hist[rows].astype(np.float64)
-        big = self.cols["big"][rows]
+        big = self.get("big", rows)
         prom = big >= 0
         if prom.any():
             h[prom] = self.hist_big[big[prom]]
@@ -412,6 +474,7 @@ class PairTable:
             + self.hist.nbytes
             + self.hist_big.nbytes
             + self.host_slots.nbytes
+            + sum(a.nbytes for a in self.ext.values())
         )
         return int(arrays + 8 * len(self.dst) + 120 * (len(self.orphans) + len(self.sample)))
 
@@ -419,6 +482,7 @@ class PairTable:
         state = self.__dict__.copy()
         n = self.size  # rows past size (and host rows past the last used) are spare capacity
         state["cols"] = {k: v[:n].copy() for k, v in self.cols.items()}
+        state["ext"] = {k: v[: self.ext_size].copy() for k, v in self.ext.items()}
         state["hist"] = self.hist[:n].copy()
         state["dst"] = self.dst[:n].copy()
         used = np.flatnonzero((self.host_slots >= 0).any(axis=1))

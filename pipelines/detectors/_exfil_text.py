@@ -102,8 +102,9 @@ def pair_facts(det: ExfilDetector, r: int, now: float) -> dict[str, Any]:
     first = float(np.fmin(first_dst[0], P.first_ts[r]))
     med, q1, q3 = det.pairs.chunk_quantiles(np.array([r]), (0.5, 0.25, 0.75))[0].tolist()
     hours = int(P.hours[r])
-    mean = P.hsum[r] / max(hours - 1, 1)
-    var = max(P.hsq[r] / max(hours - 1, 1) - mean**2, 0.0)
+    rr = np.array([r])
+    mean = P.get("hsum", rr)[0] / max(hours - 1, 1)
+    var = max(P.get("hsq", rr)[0] / max(hours - 1, 1) - mean**2, 0.0)
     span_h = max((float(P.last_ts[r]) - float(P.first_ts[r])) / 3600.0, 1 / 12)
     return {
         "bytes_out": float(P.out[r]),
@@ -120,7 +121,7 @@ def pair_facts(det: ExfilDetector, r: int, now: float) -> dict[str, Any]:
         "span_hours": round(span_h, 2),
         "upload_download_ratio": round(float(P.out[r]) / max(float(P.inb[r]), 1.0), 1),
         "hourly_upload_cv": round(math.sqrt(var) / mean, 2) if mean > 0 else None,
-        "cusum_bytes": float(P.cusum[r]),
+        "cusum_bytes": float(P.get("cusum", rr)[0]),
         "domain": str(det.domains.get(dst, "")).rstrip(".").lower(),
     }
 

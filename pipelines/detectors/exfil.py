@@ -323,8 +323,8 @@ class ExfilDetector(Detector):
         # active hours and the moments of completed hourly uploads
         moved = P.last_hour[prow] != hour
         done = prow[moved & (P.last_hour[prow] >= 0)]
-        P.cols["hsum"][done] += P.hour_out[done]
-        P.cols["hsq"][done] += P.hour_out[done] ** 2
+        P.set("hsum", done, P.get("hsum", done) + P.hour_out[done])
+        P.set("hsq", done, P.get("hsq", done) + P.hour_out[done] ** 2)
         P.cols["hour_out"][prow[moved]] = 0.0
         P.cols["hours"][prow[moved]] += 1
         old_day = P.last_hour[prow] // 24  # before last_hour moves (-1 // 24: no day yet)
@@ -332,7 +332,8 @@ class ExfilDetector(Detector):
         P.cols["hour_out"][prow] += w_out
         day = int(window.start // 86400)
         moved = old_day != day
-        P.cols["day_max"][prow[moved]] = np.maximum(P.day_max[prow[moved]], P.day_out[prow[moved]])
+        pm = prow[moved]
+        P.set("day_max", pm, np.maximum(P.get("day_max", pm), P.day_out[pm]))
         P.cols["day_out"][prow[moved]] = 0.0
         P.cols["day_out"][prow] += w_out
         decay = 0.5 ** ((window.end - P.ew_t[prow]) / 3600.0)
@@ -354,11 +355,13 @@ class ExfilDetector(Detector):
         asym = np.clip((ratio - 1.0) / max(self.asym_min - 1.0, 1e-9), 0.0, 1.0)
         x = np.where(new_rare, f.w_out * asym, 0.0)
         k = self.cusum_k / 3600.0
-        s0 = np.maximum(P.cusum[prow] - k * np.maximum(win.end - P.cusum_t[prow], 0.0), 0.0)
+        s0 = np.maximum(
+            P.get("cusum", prow) - k * np.maximum(win.end - P.get("cusum_t", prow), 0.0), 0.0
+        )
         s1 = np.where(x > 0, s0 + x, s0)
         ok = (P.conns[prow] >= self.min_pair_conns) | (s1 >= 8 * self.cusum_h)
         fire = new_rare & host_warm & (s1 >= self.cusum_h) & ok
-        grown = P.out[prow] >= np.maximum(P.emitted[prow] * self.reemit_growth, 1.0)
+        grown = P.out[prow] >= np.maximum(P.get("emitted", prow) * self.reemit_growth, 1.0)
         pair_emit = prow[fire & grown].tolist()
         # host-wide CUSUM over bytes to new rare destinations (drips over many destinations)
         h_rows, inv = np.unique(hrow[x > 0], return_inverse=True)
@@ -370,7 +373,7 @@ class ExfilDetector(Detector):
             warm_h = bool(self.hz.warm(np.array([h]), f.hour, self.warmup_hours)[0])
             if warm_h and s >= self.host_cusum_h and s >= self.h_emit[h] * self.reemit_growth:
                 slots = P.slots_of(h)
-                cur = P.cusum[slots].copy()
+                cur = P.get("cusum", slots)
                 pos = np.minimum(np.searchsorted(prow, slots), len(prow) - 1)
                 hit = prow[pos] == slots
                 cur[hit] = s1[pos[hit]]
@@ -417,7 +420,8 @@ class ExfilDetector(Detector):
         ew = P.ew_out[slots] * 0.5 ** ((now - P.ew_t[slots]) / 3600.0)
         top = int(slots[np.argmax(ew)])
         dominant = float(ew.max()) >= 0.5 * float(ew.sum())
-        return dominant and float(P.day_max[top]) * self.recurring_ratio >= float(P.day_out[top])
+        day_max = float(P.get("day_max", np.array([top]))[0])
+        return dominant and day_max * self.recurring_ratio >= float(P.day_out[top])
 
     def score(self, features: _Features) -> list[Finding]:
         f = features
@@ -441,14 +445,15 @@ class ExfilDetector(Detector):
         P = self.pairs
         sc = f.scored if f.scored is not None or not len(f.pairs) else self._compute(f)
         if sc is not None:
-            P.cols["cusum"][f.pairs] = sc.s_pair
-            P.cols["cusum_t"][f.pairs] = f.window.end
+            P.set("cusum", f.pairs, sc.s_pair)
+            has = f.pairs[P.ext_of(f.pairs) >= 0]  # (cusum_t matters only where cusum > 0)
+            P.set("cusum_t", has, f.window.end)
             P.add_sample(f.pairs[sc.x_pair > 0])
             P.cols["rare_new"][f.pairs] = sc.new_rare
             self.h_cusum[sc.h_rows] = sc.s_host
             self.h_cusum_t[sc.h_rows] = f.window.end
             for r in sc.pair_emit:
-                P.cols["emitted"][r] = P.out[r]
+                P.set("emitted", np.array([r]), P.out[r])
             for h, val in sc.host_emit.items():
                 self.h_emit[h] = abs(val)
             self.h_fire_win[sc.firing] = f.window.index
