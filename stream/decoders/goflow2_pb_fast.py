@@ -238,8 +238,8 @@ def fast_parse(values: Sequence[bytes], prefixed: bool, addr: Callable[[bytes], 
         act, p, e = act[go], nxt[go], e[go]
     # what the scalar path rejects: missing or odd-sized addresses, values out of range
     bad_rec |= ~np.isin(addr_len[:, 0], (4, 16)) | ~np.isin(addr_len[:, 1], (4, 16))
-    for num, limit in _LIMITS.items():
-        k = VARINT_FIELDS.index(num)
+    for field, limit in _LIMITS.items():
+        k = VARINT_FIELDS.index(field)
         bad_rec |= present[:, k] & (values_t[:, k] > np.uint64(limit))
     slow[msg[bad_rec]] = True
     keep = ~slow[msg]
