@@ -69,6 +69,10 @@ class DnsPairer:
         self.segments: list[dict[str, Any]] = []
         self.now = float("-inf")
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("segments", [])  # pickles from before add_many
+        self.__dict__.update(state)
+
     def add(
         self,
         ts: float,
