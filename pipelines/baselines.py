@@ -32,10 +32,13 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["RobustBaseline"]
+from pipelines.sketches import HostIndex
+
+__all__ = ["RobustBaseline", "SharedBaseline"]
 
 _MAD_TO_SIGMA = 1.4826
 
@@ -277,3 +280,71 @@ class RobustBaseline:
             for a in (self.n, self.loc, self.spread, self.ref_loc, self.ref_spread, self.last_seen)
         )
         return int(arrays + sum(len(s) + 90 for s in self.names))
+
+
+class SharedBaseline(RobustBaseline):
+    """A :class:`RobustBaseline` whose entities live in a shared :class:`HostIndex`.
+
+    Same answers as a plain baseline (membership via ``bit``); several baselines and
+    tables of one detector then share one dict entry per host. Arrays are sized to the
+    registry's rows.
+
+    >>> ix = HostIndex()
+    >>> b = SharedBaseline(ix, 1, ("x",), warmup=1)
+    >>> b.learn(b.ids(["h1", "h2"]), np.array([[1.0], [2.0]]), t=5)
+    >>> b.known(["h2", "zz"]).tolist(), b.names, len(b)
+    ([1, -1], ['h1', 'h2'], 2)
+    >>> b.evict(older_than=6), len(b), len(ix)
+    (['h1', 'h2'], 0, 0)
+    """
+
+    def __init__(self, registry: HostIndex, bit: int, features: Sequence[str], **kw: Any) -> None:
+        super().__init__(features, **kw)
+        self.registry = registry
+        self.bit = bit
+        del self.index, self.free
+
+    @property  # type: ignore[override]
+    def names(self) -> list[str]:
+        reg = self.registry
+        return [reg.names[j] for j in reg.members(self.bit).tolist()]
+
+    @names.setter
+    def names(self, _value: list[str]) -> None:  # the registry holds the names
+        pass
+
+    def __len__(self) -> int:
+        return len(self.registry.members(self.bit))
+
+    def ids(self, entities: Sequence[str], create: bool = True) -> np.ndarray:
+        reg, bit = self.registry, self.bit
+        if create:
+            out = np.array([reg.acquire(e, bit) for e in entities], dtype=np.int64)
+        else:
+            out = self.known(entities)
+        self._grow(reg.capacity)
+        return out
+
+    def known(self, entities: Sequence[str]) -> np.ndarray:
+        reg, bit = self.registry, self.bit
+        return np.array([reg.get(e, bit) for e in entities], dtype=np.int64)
+
+    def reset(self, ids: np.ndarray) -> None:
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        ids = ids[(ids >= 0) & (ids < len(self.n))]
+        self.clear(ids)
+        self.registry.release(ids, self.bit)
+
+    def evict(self, older_than: int) -> list[str]:
+        live = self.registry.members(self.bit)
+        stale = live[self.last_seen[live] < older_than]
+        names = [self.registry.names[j] for j in stale.tolist()]
+        self.reset(stale)
+        return names
+
+    def nbytes(self) -> int:
+        arrays = sum(
+            a.nbytes
+            for a in (self.n, self.loc, self.spread, self.ref_loc, self.ref_spread, self.last_seen)
+        )
+        return int(arrays)

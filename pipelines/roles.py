@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.exceptions import ConfigError
+from pipelines.sketches import HostIndex
 
 __all__ = ["ADMIN_ROLES", "ROLES", "SERVING_ROLES", "HostRoles", "HourProfile", "hour_of_day"]
 
@@ -98,6 +99,56 @@ class _Rows:
         return int(self.data.nbytes + self.last.nbytes + sum(len(s) + 90 for s in self.names))
 
 
+class _SharedRows(_Rows):
+    """:class:`_Rows` whose hosts live in a shared :class:`~pipelines.sketches.HostIndex`
+    (membership ``bit``); eviction zeroes and releases rows instead of compacting."""
+
+    def __init__(self, width: int, dtype: Any, registry: HostIndex, bit: int) -> None:
+        super().__init__(width, dtype)
+        self.registry = registry
+        self.bit = bit
+        self.dropped = np.zeros(0, dtype=np.int64)
+        del self.index
+
+    @property  # type: ignore[override]
+    def names(self) -> list[str]:
+        reg = self.registry
+        return [reg.names[j] for j in reg.members(self.bit).tolist()]
+
+    @names.setter
+    def names(self, _value: list[str]) -> None:  # the registry holds the names
+        pass
+
+    def row(self, host: str, create: bool = True) -> int:
+        if not create:
+            return self.registry.get(host, self.bit)
+        j = self.registry.acquire(host, self.bit)
+        if j >= len(self.data):
+            new = max(self.registry.capacity, len(self.data) + len(self.data) // 4, 64)
+            self.data = np.concatenate(
+                [self.data, np.zeros((new - len(self.data), self.width), self.data.dtype)]
+            )
+            self.last = np.concatenate([self.last, np.zeros(new - len(self.last))])
+        return j
+
+    def evict(self, before: float) -> int:
+        live = self.registry.members(self.bit)
+        live = live[live < len(self.last)]
+        stale = live[self.last[live] < before]
+        self.data[stale] = 0
+        self.last[stale] = 0.0
+        self.registry.release(stale, self.bit)
+        self.dropped = stale
+        return len(stale)
+
+    def nbytes(self) -> int:
+        return int(self.data.nbytes + self.last.nbytes)
+
+
+def _rows(width: int, dtype: Any, registry: HostIndex | None, bit: int) -> _Rows:
+    return _Rows(width, dtype) if registry is None else _SharedRows(width, dtype, registry, bit)
+
+
 def _bit(name: str) -> int:
     return 1 << (zlib.crc32(name.encode()) & 63)
 
@@ -123,6 +174,8 @@ class HostRoles:
         admin_min_dsts: int = 2,
         admin_smb_dsts: int = 8,
         pinned: Mapping[str, str] | None = None,
+        registry: HostIndex | None = None,
+        bit: int = 1,
     ) -> None:
         self.dc_min_clients = dc_min_clients
         self.server_min_clients = server_min_clients
@@ -132,7 +185,7 @@ class HostRoles:
         bad = {r for r in self.pinned.values() if r not in ROLES}
         if bad:
             raise ConfigError(f"roles: unknown role(s) {sorted(bad)}; known: {', '.join(ROLES)}")
-        self.rows = _Rows(1)
+        self.rows = _rows(1, np.float32, registry, bit)
         self.bits = np.zeros((0, 4), dtype=np.uint64)
 
     def observe(self, stats: Mapping[str, tuple[Any, ...]], t: float = 0.0) -> None:
@@ -196,6 +249,10 @@ class HostRoles:
         return self.role(host) in SERVING_ROLES
 
     def evict(self, before: float) -> int:
+        if isinstance(self.rows, _SharedRows):
+            dropped = self.rows.evict(before)
+            self.bits[self.rows.dropped[self.rows.dropped < len(self.bits)]] = 0
+            return dropped
         n = len(self.rows.names)
         keep = np.flatnonzero(self.rows.last[:n] >= before)
         dropped = self.rows.evict(before)
@@ -225,12 +282,17 @@ class HourProfile:
     """
 
     def __init__(
-        self, utc_offset_hours: float = 0.0, share: float = 0.01, min_windows: int = 24
+        self,
+        utc_offset_hours: float = 0.0,
+        share: float = 0.01,
+        min_windows: int = 24,
+        registry: HostIndex | None = None,
+        bit: int = 1,
     ) -> None:
         self.utc_offset_hours = utc_offset_hours
         self.share = share
         self.min_windows = min_windows
-        self.rows = _Rows(24, np.uint16)
+        self.rows = _rows(24, np.uint16, registry, bit)
 
     def observe(self, hosts: list[str] | tuple[str, ...], ts: float) -> None:
         h = hour_of_day(ts, self.utc_offset_hours)

@@ -11,6 +11,8 @@ of Python's salted ``hash()``), pickles, and has a fixed or capped size:
 * :class:`LruIndex` — key → row mapping with a capacity; when full, the least recently
   touched rows are evicted in bulk and handed back to the caller for reuse;
 * :class:`HyperLogLog` — approximate distinct count of a large stream in ``2**p`` bytes;
+* :class:`HostIndex` — one name → row registry shared by several per-host structures
+  (a membership bit each), so a host costs one dict entry however many tables hold it;
 * :class:`CappedKeySets` — per row a capped LRU set of int64 keys (e.g. a host's admin
   edges), stored in pooled blocks that grow with the set (2, 4, 6, 8, 12 … ``cap`` slots).
 
@@ -29,6 +31,7 @@ import numpy as np
 __all__ = [
     "CappedDistinct",
     "CappedKeySets",
+    "HostIndex",
     "HyperLogLog",
     "LruIndex",
     "factorize",
@@ -352,6 +355,16 @@ class CappedKeySets:
         stamps[slot] = t
         return True
 
+    def clear(self, rows: np.ndarray) -> None:
+        """Empty ``rows`` (their blocks go back to the pools)."""
+        rows = rows[rows < len(self.row_cls)]
+        for r in rows.tolist():
+            c = int(self.row_cls[r])
+            if c >= 0:
+                self.free[c].append(int(self.row_blk[r]))
+        self.row_cls[rows] = -1
+        self.row_blk[rows] = 0
+
     def take(self, keep: np.ndarray, rows: int) -> None:
         """Keep only rows ``keep`` (of the first ``rows``), renumbered 0..len(keep)-1."""
         drop = np.setdiff1d(np.arange(rows), keep)
@@ -376,3 +389,73 @@ class CappedKeySets:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
+
+
+class HostIndex:
+    """Name → row registry shared by several row-addressed structures.
+
+    Each structure owns one bit of ``refs``: :meth:`acquire` gives a name's row (creating
+    it) and sets the bit, :meth:`get` answers -1 unless the bit is set, :meth:`release`
+    clears it. A row no structure holds any more is forgotten and reused first — so the
+    structures must reset their own data of a row before releasing it.
+
+    >>> ix = HostIndex()
+    >>> ix.acquire("a", 1), ix.acquire("b", 1), ix.acquire("a", 2)
+    (0, 1, 0)
+    >>> ix.get("a", 2), ix.get("b", 2), ix.members(1).tolist()
+    (0, -1, [0, 1])
+    >>> ix.release(np.array([0]), 1); ix.get("a", 1), ix.get("a", 2)
+    (-1, 0)
+    >>> ix.release(np.array([0]), 2); len(ix), ix.acquire("c", 4)
+    (1, 0)
+    """
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.names: list[str] = []
+        self.free: list[int] = []
+        self.refs = np.zeros(0, dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def capacity(self) -> int:
+        """Rows in use or free (the size per-row arrays must have)."""
+        return len(self.names)
+
+    def get(self, name: str, bit: int) -> int:
+        j = self.index.get(name, -1)
+        return j if j >= 0 and self.refs[j] & bit else -1
+
+    def acquire(self, name: str, bit: int) -> int:
+        j = self.index.get(name, -1)
+        if j < 0:
+            if self.free:
+                j = self.free.pop()
+                self.names[j] = name
+            else:
+                j = len(self.names)
+                self.names.append(name)
+                if j >= len(self.refs):
+                    grow = max(64, len(self.refs) // 4)
+                    self.refs = np.concatenate([self.refs, np.zeros(grow, np.uint8)])
+            self.index[name] = j
+        self.refs[j] |= bit
+        return j
+
+    def members(self, bit: int) -> np.ndarray:
+        """Rows holding ``bit``, ascending."""
+        n = len(self.names)
+        return np.flatnonzero(self.refs[:n] & bit)
+
+    def release(self, rows: np.ndarray, bit: int) -> None:
+        if not len(rows):
+            return
+        self.refs[rows] &= np.uint8(~bit & 0xFF)
+        for j in rows[self.refs[rows] == 0].tolist():
+            name = self.names[j]
+            if name and self.index.get(name) == j:
+                del self.index[name]
+                self.names[j] = ""
+                self.free.append(j)

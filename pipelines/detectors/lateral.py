@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipelines.baselines import RobustBaseline
+from pipelines.baselines import SharedBaseline
 from pipelines.detectors._lateral_rules import score_window
 from pipelines.detectors.base import Detector, Finding, Window
 from pipelines.records import DnsBatch, FlowBatch
 from pipelines.roles import HostRoles, HourProfile
-from pipelines.sketches import CappedKeySets
+from pipelines.sketches import CappedKeySets, HostIndex
 
 __all__ = ["ADMIN_PORTS", "SERVICES", "LateralDetector", "admin_service"]
 
@@ -59,6 +59,8 @@ for _port, _svc in ADMIN_PORTS.items():
     _PORT_TABLE[_port] = _svc
 _FAILED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR"})
 _HASH_CACHE: dict[str, int] = {}
+# membership bits of the per-host structures in the detector's shared HostIndex
+_LAT, _ROLES, _HOURS, _FANOUT, _LDAP, _AUTH = 1, 2, 4, 8, 16, 32
 
 
 def admin_service(port: np.ndarray) -> np.ndarray:
@@ -170,19 +172,19 @@ class LateralDetector(Detector):
         self.utc_offset_hours = utc_offset_hours
         self.idle_days = idle_days
         self.roles = roles
-        # per-host state (rows of the arrays below)
-        self.index: dict[str, int] = {}
-        self.names: list[str] = []
+        # per-host state: one registry of hosts for every table below (a bit each)
+        self.hosts = HostIndex()
         self.first_seen = np.zeros(0, dtype=np.float64)
         self.last_seen = np.zeros(0, dtype=np.float64)
         self.svc_mask = np.zeros(0, dtype=np.int16)
         self.fan_max = np.zeros(0, dtype=np.float32)  # most admin destinations in one calm window
         self.edges = CappedKeySets(edge_cap)  # per host: (destination, service) edge hashes
-        self.host_roles = HostRoles(pinned=self.roles)
-        self.hours = HourProfile(utc_offset_hours, off_hours_share)
-        self.fanout = RobustBaseline(("admin_dsts",), warmup=12)
-        self.ldap = RobustBaseline(("ldap_bytes_in", "ldap_conns"), warmup=3)
-        self.auth = RobustBaseline(("auth_conns",), warmup=3)
+        hosts = self.hosts
+        self.host_roles = HostRoles(pinned=self.roles, registry=hosts, bit=_ROLES)
+        self.hours = HourProfile(utc_offset_hours, off_hours_share, registry=hosts, bit=_HOURS)
+        self.fanout = SharedBaseline(hosts, _FANOUT, ("admin_dsts",), warmup=12)
+        self.ldap = SharedBaseline(hosts, _LDAP, ("ldap_bytes_in", "ldap_conns"), warmup=3)
+        self.auth = SharedBaseline(hosts, _AUTH, ("auth_conns",), warmup=3)
         self.popularity: dict[int, int] = {}  # hash(dst, svc) -> distinct sources seen
         self.taints: dict[str, tuple[tuple[str, ...], float]] = {}  # host -> (path to it, time)
         self.rpc_recent: dict[tuple[str, str], float] = {}  # (src, dst) -> last RPC 135 time
@@ -382,7 +384,7 @@ class LateralDetector(Detector):
         return not (e.svc in (SMB, RPC) and self.host_roles.serving(e.dst))
 
     def warm(self, host: str, t: float) -> bool:
-        j = self.index.get(host, -1)
+        j = self.hosts.get(host, _LAT)
         return (
             j >= 0
             and self.first_seen[j] > 0.0
@@ -390,11 +392,11 @@ class LateralDetector(Detector):
         )
 
     def known_edge(self, e: Edge) -> bool:
-        j = self.index.get(e.src, -1)
+        j = self.hosts.get(e.src, _LAT)
         return j >= 0 and self.edges.contains(j, _h64(e.key))
 
     def used_service(self, host: str, svc: int) -> bool:
-        j = self.index.get(host, -1)
+        j = self.hosts.get(host, _LAT)
         return j >= 0 and bool(self.svc_mask[j] & (1 << svc))
 
     def sources_of(self, dst: str, svc: int) -> int:
@@ -407,18 +409,13 @@ class LateralDetector(Detector):
 
     def most_fanout(self, host: str) -> float:
         """The most admin destinations the host reached in one learnt window."""
-        j = self.index.get(host, -1)
+        j = self.hosts.get(host, _LAT)
         return float(self.fan_max[j]) if j >= 0 else 0.0
 
     def _row(self, host: str) -> int:
-        j = self.index.get(host, -1)
-        if j >= 0:
-            return j
-        j = len(self.names)
-        self.index[host] = j
-        self.names.append(host)
+        j = self.hosts.acquire(host, _LAT)
         if j >= len(self.first_seen):
-            grow = max(64, len(self.first_seen) // 4)
+            grow = max(64, len(self.first_seen) // 4, self.hosts.capacity - len(self.first_seen))
             self.first_seen = np.concatenate([self.first_seen, np.zeros(grow)])
             self.last_seen = np.concatenate([self.last_seen, np.zeros(grow)])
             self.svc_mask = np.concatenate([self.svc_mask, np.zeros(grow, np.int16)])
@@ -430,24 +427,21 @@ class LateralDetector(Detector):
         older = int(before // max(length, 1e-9))  # baselines are learnt with t = window index
         for b in (self.fanout, self.ldap, self.auth):
             b.evict(older)
-        n = len(self.names)
-        if not n:
-            return
-        keep = np.flatnonzero(self.last_seen[:n] >= before)
-        if len(keep) < n:
-            log.debug("lateral: evicting %d idle hosts", n - len(keep))
-            self.names = [self.names[i] for i in keep.tolist()]
-            self.index = {h: i for i, h in enumerate(self.names)}
-            for attr in ("first_seen", "last_seen", "svc_mask", "fan_max"):
-                setattr(self, attr, getattr(self, attr)[keep].copy())
-            self.edges.take(keep, n)
+        live = self.hosts.members(_LAT)
+        stale = live[self.last_seen[live] < before]
+        if len(stale):
+            log.debug("lateral: evicting %d idle hosts", len(stale))
+            for a in (self.first_seen, self.last_seen, self.svc_mask, self.fan_max):
+                a[stale] = 0
+            self.edges.clear(stale)
+            self.hosts.release(stale, _LAT)
         self.host_roles.evict(before)
         self.hours.evict(before)
         self.taints = {h: v for h, v in self.taints.items() if v[1] >= before}
 
     # -- introspection --------------------------------------------------------------------------
     def entities(self) -> int:
-        return len(self.names)
+        return len(self.hosts.members(_LAT))
 
     def nbytes(self) -> int:
         """Approximate state size in bytes."""
@@ -457,7 +451,8 @@ class LateralDetector(Detector):
         arrays += self.edges.nbytes()
         return int(
             arrays
-            + sum(len(s) + 90 for s in self.names)
+            + sum(len(s) + 90 for s in self.hosts.names)
+            + self.hosts.refs.nbytes
             + self.host_roles.nbytes()
             + self.hours.nbytes()
             + self.fanout.nbytes()
