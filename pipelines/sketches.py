@@ -314,6 +314,25 @@ class CappedKeySets:
         self.stamps[c][b] = -np.inf
         return b
 
+    def _compact(self, c: int) -> None:
+        """Drop the free blocks of class ``c`` once they are over half of its pool (rows
+        move up a class as their sets grow, leaving their small blocks behind)."""
+        free = self.free[c]
+        if len(free) <= 64 or 2 * len(free) <= self.used[c]:
+            return
+        live = np.flatnonzero(self.row_cls == c)
+        blocks = self.row_blk[live]
+        cap = max(len(live) + len(live) // 4, 64)
+        w = self.classes[c]
+        keys = np.zeros((cap, w), np.int64)
+        stamps = np.zeros((cap, w))
+        keys[: len(live)] = self.keys[c][blocks]
+        stamps[: len(live)] = self.stamps[c][blocks]
+        self.keys[c], self.stamps[c] = keys, stamps
+        self.row_blk[live] = np.arange(len(live), dtype=np.int32)
+        self.used[c] = len(live)
+        self.free[c] = []
+
     def _block(self, row: int) -> tuple[np.ndarray, np.ndarray] | None:
         c = int(self.row_cls[row])
         if c < 0:
@@ -350,6 +369,7 @@ class CappedKeySets:
             self.free[c].append(b)
             c, b, slot = c + 1, nb, w
             self.row_cls[row], self.row_blk[row] = c, b
+            self._compact(c - 1)
             keys, stamps = self.keys[c][b], self.stamps[c][b]
         keys[slot] = key
         stamps[slot] = t

@@ -8,7 +8,16 @@ import sys
 
 import numpy as np
 
-from pipelines.sketches import CappedDistinct, HyperLogLog, LruIndex, factorize, hash32, mix64
+from pipelines.sketches import (
+    CappedDistinct,
+    CappedKeySets,
+    HostIndex,
+    HyperLogLog,
+    LruIndex,
+    factorize,
+    hash32,
+    mix64,
+)
 
 
 def test_factorize_groups_in_order_of_first_appearance() -> None:
@@ -72,3 +81,50 @@ def test_hyperloglog_error_and_merge() -> None:
     small.add(mix64(np.arange(50, dtype=np.uint64)))
     assert abs(small.count() - 50) <= 3
     assert small.registers.nbytes == 1024
+
+
+def test_capped_key_sets_behave_like_dense_lru_rows() -> None:
+    """Pooled blocks give the same membership as one dense (rows, cap) matrix with -inf
+    stamps and argmin replacement, through growth, compaction, clearing and pickling."""
+    rng = np.random.default_rng(5)
+    rows, cap = 300, 16
+    sets = CappedKeySets(cap)
+    sets.resize(rows)
+    keys = np.zeros((rows, cap), np.int64)
+    stamps = np.full((rows, cap), -np.inf)
+    for step in range(20_000):
+        r = int(rng.integers(rows))
+        k = int(rng.integers(1, 40))
+        t = float(step // 7)
+        hit = np.flatnonzero(keys[r] == k)
+        if len(hit):
+            stamps[r, hit[0]] = t
+        else:
+            slot = int(np.argmin(stamps[r]))
+            keys[r, slot], stamps[r, slot] = k, t
+        assert sets.touch(r, k, t) == (not len(hit))
+        if step % 5000 == 4999:
+            gone = rng.choice(rows, 40, replace=False)
+            sets.clear(gone)
+            keys[gone], stamps[gone] = 0, -np.inf
+            sets = pickle.loads(pickle.dumps(sets))
+    for r in range(rows):
+        for k in range(1, 40):
+            assert sets.contains(r, k) == bool((keys[r] == k).any())
+        assert sets.count(r) == int(np.isfinite(stamps[r]).sum())
+    small = CappedKeySets(64)  # 5 keys per row: ~8 slots of 16 bytes, not 64
+    small.resize(5000)
+    for r in range(5000):
+        for k in range(1, 6):
+            small.touch(r, k, 1.0)
+    assert small.nbytes() < 5000 * 8 * 16 * 1.3
+
+
+def test_host_index_frees_a_row_only_when_every_holder_released_it() -> None:
+    ix = HostIndex()
+    a, b = ix.acquire("10.0.0.1", 1), ix.acquire("10.0.0.2", 1)
+    assert ix.acquire("10.0.0.1", 2) == a and ix.get("10.0.0.2", 2) == -1
+    ix.release(np.array([a, b]), 1)
+    assert ix.get("10.0.0.1", 2) == a and ix.get("10.0.0.2", 1) == -1 and len(ix) == 1
+    assert ix.acquire("10.0.0.3", 4) == b  # the freed row is reused
+    assert ix.members(2).tolist() == [a] and ix.members(4).tolist() == [b]
