@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+from river import anomaly
 
 from pipelines.detectors._hst import BatchHalfSpaceTrees
 from pipelines.detectors.base import Window
@@ -123,3 +124,64 @@ def test_drift_day_rollup_keeps_a_bounded_positions_sample_per_host() -> None:
     assert roll.positions == {"a": (("f", 0), ("f", 1), ("f", 2))}
     assert m.close_day(1).positions == {}
     assert pickle.loads(pickle.dumps(m)).max_positions == 3
+
+
+def _as_river(model: BatchHalfSpaceTrees) -> anomaly.HalfSpaceTrees:
+    """The River HalfSpaceTrees holding the same trees and masses (an older snapshot's model)."""
+    river = anomaly.HalfSpaceTrees(
+        n_trees=model.n_trees, height=model.height, window_size=model.window_size, seed=model.seed
+    )
+    river.learn_one({name: 0.5 for name in model.names})  # builds the trees from the seed
+    inner = 2**model.height - 1
+    for t, root in enumerate(river.trees):
+        stack = [(root, 0)]
+        while stack:
+            node, i = stack.pop()
+            node.l_mass, node.r_mass = int(model.l_mass[t, i]), int(model.r_mass[t, i])
+            if i < inner:
+                assert (node.feature, node.threshold) == (
+                    model.names[model.feature[t, i]],
+                    model.threshold[t, i],
+                )
+                stack += [(node.children[0], 2 * i + 1), (node.children[1], 2 * i + 2)]
+    river.counter, river._first_window = model.counter, model.first_window
+    return river
+
+
+def test_snapshot_with_river_trees_and_per_host_dicts_restores_and_continues_identically() -> None:
+    flows, dns = background(days=3, n_ws=6)
+    victim = workstations(6)[3]
+    flows = merge(flows, _burst(victim, T0 + 2 * DAY + 14 * 3600 + 30))
+    parts = list(windows(flows, dns))
+    cut = int(len(parts) * 0.6)
+    a = HostBehaviourDetector(warmup_windows=12, window_size=100)
+    for w, f, d in parts[:cut]:
+        a.ingest(f, d, w)
+        a.process_window(w)
+    w, f, d = parts[cut]
+    a.ingest(f, d, w)  # an open window in the snapshot
+    old = dict(a.__getstate__())
+    old["model"] = _as_river(a.model)
+    acc = a._acc
+    old["_acc"] = {h: acc.x[i].copy() for i, h in enumerate(acc.names)}
+    old["_pos"] = {}
+    for h_idx, origin, offset in acc.pos:
+        for i, o, k in zip(h_idx.tolist(), origin.tolist(), offset.tolist(), strict=True):
+            old["_pos"].setdefault(acc.names[i], []).append((o, k))
+    old["last_scores"] = {h: float(s) for h, s in zip(a._last_hosts, a._last_scores, strict=True)}
+    for k in ("_last_hosts", "_last_scores", "_gen"):
+        del old[k]
+    b = HostBehaviourDetector.__new__(HostBehaviourDetector)
+    b.__setstate__(pickle.loads(pickle.dumps(old)))
+    assert isinstance(b.model, BatchHalfSpaceTrees) and b.entity_score(victim) == a.entity_score(
+        victim
+    )
+    found_a, found_b = a.process_window(w), b.process_window(w)
+    for w, f, d in parts[cut + 1 :]:
+        for det, out in ((a, found_a), (b, found_b)):
+            if len(f) or len(d):
+                det.ingest(f, d, w)
+            out.extend(det.process_window(w))
+        assert a.entity_score(victim) == b.entity_score(victim)
+    assert found_a == found_b and any(f.entity == victim for f in found_a)
+    assert np.array_equal(a.model.l_mass, b.model.l_mass) and a.learnt == b.learnt

@@ -30,6 +30,23 @@ def _masses(model: anomaly.HalfSpaceTrees) -> tuple[np.ndarray, np.ndarray]:
     return lm, rm
 
 
+def _splits(model: anomaly.HalfSpaceTrees) -> tuple[list[list[str]], list[list[float]]]:
+    """River's split features and thresholds in heap order, per tree."""
+    inner = 2**model.height - 1
+    feature, threshold = [], []
+    for root in model.trees:
+        f, t = [""] * inner, [0.0] * inner
+        stack = [(root, 0)]
+        while stack:
+            node, i = stack.pop()
+            if i < inner:
+                f[i], t[i] = node.feature, node.threshold
+                stack += [(node.children[0], 2 * i + 1), (node.children[1], 2 * i + 2)]
+        feature.append(f)
+        threshold.append(t)
+    return feature, threshold
+
+
 def _stream(seed: int, n_features: int, sizes: list[int]) -> list[np.ndarray]:
     """Batches of a drifting mixture: a dense normal cluster, spread points, a few extremes."""
     rng = np.random.default_rng(seed)
@@ -82,9 +99,10 @@ def test_batch_hst_equals_river_over_several_window_swaps(
     sizes += [int(s) for s in np.random.default_rng(seed).integers(0, 2 * window, 12)]
     swaps = _compare(river, ours, _stream(seed, n_features, sizes))
     assert swaps >= 8 and not ours.first_window
-    # same trees: River's first tree split, feature for feature, threshold for threshold
-    root = river.trees[0]
-    assert ours.names[ours.feature[0, 0]] == root.feature and ours.threshold[0, 0] == root.threshold
+    # same trees as River drew: every split, feature for feature, threshold for threshold
+    feature, threshold = _splits(river)
+    assert [[ours.names[k] for k in row] for row in ours.feature.tolist()] == feature
+    assert ours.threshold.tolist() == threshold
 
 
 def test_from_river_continues_exactly_and_pickles() -> None:

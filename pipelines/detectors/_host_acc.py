@@ -9,8 +9,8 @@ host is its first records (in arrival order, records without an origin skipped a
 pick, as the audit trail always did), at most ``limit`` per host.
 
 >>> acc = WindowAccumulator(width=1, limit=2)
->>> acc.add(np.array(["a", "b"], dtype=object), np.array([0, 1, 0, 0]), np.array([[3.0], [1.0]]),
-...         np.array(["f", "f", "", "f"], dtype=object), np.array([10, 11, 12, 13]))
+>>> acc.add(np.array(["a", "b"], dtype=object), np.array([[3.0], [1.0]]),
+...         [(np.array([0, 1, 0, 0]), np.array(["f", "f", "", "f"], dtype=object), np.array([10, 11, 12, 13]))])
 >>> w = acc.close()
 >>> w.hosts.tolist(), w.x.tolist(), w.positions(0), w.positions(1)
 (['a', 'b'], [[3.0], [1.0]], (('f', 10),), (('f', 11),))
@@ -18,15 +18,57 @@ pick, as the audit trail always did), at most ``limit`` per host.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
-__all__ = ["DayAccumulator", "WindowAccumulator", "WindowSums"]
+__all__ = ["DayAccumulator", "WindowAccumulator", "WindowSums", "codes", "distinct_per", "groups"]
 
 Positions = tuple[tuple[str, int], ...]
 _NO_OBJ = np.empty(0, dtype=object)
 _NO_INT = np.empty(0, dtype=np.int64)
+
+
+def codes(values: np.ndarray) -> np.ndarray:
+    """A code per value, equal for equal values (the index of the value's first occurrence).
+
+    >>> codes(np.array(["b", "a", "b"], dtype=object)).tolist()
+    [0, 1, 0]
+    """
+    first: dict[object, int] = {}
+    n = len(values)
+    return np.fromiter(map(first.setdefault, values.tolist(), range(n)), np.int64, n)
+
+
+def groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values in order of first appearance, index of each value in them): one dict
+    pass over hashable objects (host names), no sort.
+
+    >>> u, inv = groups(np.array(["b", "a", "b", "c"], dtype=object))
+    >>> u.tolist(), inv.tolist()
+    (['b', 'a', 'c'], [0, 1, 0, 2])
+    """
+    pos = codes(values)
+    first = np.flatnonzero(pos == np.arange(len(pos)))
+    lut = np.empty(len(pos), dtype=np.int64)
+    lut[first] = np.arange(len(first))
+    return values[first], lut[pos]
+
+
+def distinct_per(group: np.ndarray, key: np.ndarray, n: int) -> np.ndarray:
+    """How many distinct ``key`` values each group ``0..n-1`` has.
+
+    >>> distinct_per(np.array([0, 0, 1, 0]), np.array([5, 5, 5, 6]), 3).tolist()
+    [2, 1, 0]
+    """
+    if not len(group):
+        return np.zeros(n, dtype=np.int64)
+    k = np.sort(group.astype(np.int64) * (int(key.max()) + 1) + key)
+    keep = np.ones(len(k), dtype=bool)
+    keep[1:] = k[1:] != k[:-1]
+    return np.bincount(k[keep] // (int(key.max()) + 1), minlength=n)
 
 
 def _firsts(group: np.ndarray, n: int, need: np.ndarray) -> np.ndarray:
@@ -54,68 +96,80 @@ class WindowSums:
 
 
 class WindowAccumulator:
-    """Per-host sums of the open window and the first ``limit`` record positions per host."""
+    """Per-host sums of the open window and the first ``limit`` record positions per host.
+
+    Hosts get rows in order of arrival; :meth:`close` sorts them by name once per window.
+    """
 
     def __init__(self, width: int, limit: int = 8) -> None:
         self.width = width
         self.limit = limit
-        self.hosts = _NO_OBJ
-        self.x = np.zeros((0, width))
+        self._reset()
+
+    def _reset(self) -> None:
+        self.index: dict[str, int] = {}
+        self.names: list[str] = []
+        self.x = np.zeros((0, self.width))
         self.npos = _NO_INT
-        self.pos: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (host, origin, offset)
+        self.pos: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (row, origin, offset)
 
     def __len__(self) -> int:
-        return len(self.hosts)
+        return len(self.names)
 
-    def _have(self, hosts: np.ndarray) -> np.ndarray:
-        if not len(self.hosts):
-            return np.zeros(len(hosts), dtype=np.int64)
-        at = np.searchsorted(self.hosts, hosts)
-        ok = at < len(self.hosts)
-        ok[ok] = self.hosts[at[ok]] == hosts[ok]
-        return np.where(ok, self.npos[np.minimum(at, len(self.hosts) - 1)], 0)
+    def _rows(self, hosts: np.ndarray) -> np.ndarray:
+        names = hosts.tolist()
+        rows = np.fromiter(map(self.index.get, names, repeat(-1)), np.int64, len(names))
+        new = np.flatnonzero(rows < 0)
+        if len(new):
+            ids = np.arange(len(self.names), len(self.names) + len(new))
+            rows[new] = ids
+            fresh = [names[i] for i in new.tolist()]
+            self.index.update(zip(fresh, ids.tolist(), strict=True))
+            self.names.extend(fresh)
+            if len(self.names) > len(self.x):
+                grow = max(len(self.names), 2 * len(self.x), 64) - len(self.x)
+                self.x = np.concatenate([self.x, np.zeros((grow, self.width))])
+                self.npos = np.concatenate([self.npos, np.zeros(grow, dtype=np.int64)])
+        return rows
 
     def add(
         self,
         hosts: np.ndarray,
-        inv: np.ndarray,
         cols: np.ndarray,
-        origin: np.ndarray | None = None,
-        offset: np.ndarray | None = None,
+        parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] = (),
     ) -> None:
-        """Add ``cols`` (one row per host of ``hosts``: sorted, unique) and sample positions
-        of the records (``inv``: record -> host index; ``origin``/``offset`` per record)."""
-        kept = np.zeros(len(hosts), dtype=np.int64)
-        if origin is not None and offset is not None and len(inv):
-            need = np.maximum(self.limit - self._have(hosts), 0)
-            rows = _firsts(inv, len(hosts), need)
-            rows = rows[origin[rows].astype(bool)]
-            if len(rows):
-                self.pos.append((hosts[inv[rows]], origin[rows], offset[rows]))
-                kept = np.bincount(inv[rows], minlength=len(hosts))
-        if not len(self.hosts):
-            self.hosts, self.x, self.npos = hosts, np.array(cols, dtype=np.float64), kept
-            return
-        names, ui = np.unique(np.concatenate([self.hosts, hosts]), return_inverse=True)
-        x = np.zeros((len(names), self.width))
-        np.add.at(x, ui, np.concatenate([self.x, cols]))
-        npos = np.bincount(ui, np.concatenate([self.npos, kept]), len(names)).astype(np.int64)
-        self.hosts, self.x, self.npos = names, x, npos
+        """Add ``cols`` (one row per host of ``hosts``: distinct) and sample positions from
+        ``parts``, one after the other: (record -> host index, origin, offset) per record."""
+        rows = self._rows(hosts)
+        self.x[rows] += cols
+        for inv, origin, offset in parts:
+            if not len(inv):
+                continue
+            need = np.maximum(self.limit - self.npos[rows], 0)
+            pick = _firsts(inv, len(hosts), need)
+            pick = pick[origin[pick].astype(bool)]
+            if len(pick):
+                h = rows[inv[pick]]
+                self.pos.append((h, origin[pick], offset[pick]))
+                self.npos += np.bincount(h, minlength=len(self.npos))
 
     def close(self) -> WindowSums:
-        """The window's sums and samples; the accumulator starts empty again."""
-        hosts, x = self.hosts, self.x
+        """The window's sums (hosts sorted by name) and samples; the accumulator starts empty."""
+        n = len(self.names)
+        names = np.array(self.names, dtype=object)
+        order = np.argsort(names, kind="stable")
+        hosts, x = names[order], self.x[:n][order]
         if self.pos:
-            names = np.concatenate([p[0] for p in self.pos])
-            origin = np.concatenate([p[1] for p in self.pos])
-            offset = np.concatenate([p[2] for p in self.pos])
-            h = np.searchsorted(hosts, names)
-            order = np.argsort(h, kind="stable")
-            origin, offset = origin[order], offset[order]
-            start = np.searchsorted(h[order], np.arange(len(hosts) + 1))
+            rank = np.empty(n, dtype=np.int64)
+            rank[order] = np.arange(n)
+            h = rank[np.concatenate([p[0] for p in self.pos])]
+            by = np.argsort(h, kind="stable")
+            origin = np.concatenate([p[1] for p in self.pos])[by]
+            offset = np.concatenate([p[2] for p in self.pos])[by]
+            start = np.searchsorted(h[by], np.arange(n + 1))
         else:
-            origin, offset, start = _NO_OBJ, _NO_INT, np.zeros(len(hosts) + 1, dtype=np.int64)
-        self.hosts, self.x, self.npos, self.pos = _NO_OBJ, np.zeros((0, self.width)), _NO_INT, []
+            origin, offset, start = _NO_OBJ, _NO_INT, np.zeros(n + 1, dtype=np.int64)
+        self._reset()
         return WindowSums(hosts, x, origin, offset, start)
 
 

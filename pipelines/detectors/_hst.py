@@ -1,8 +1,8 @@
 """Half-Space Trees over whole batches: River's ``HalfSpaceTrees``, walked with numpy.
 
 :class:`BatchHalfSpaceTrees` is **exactly** River's ``anomaly.HalfSpaceTrees`` (same trees
-for the same seed and feature names — they are built by River's own
-``make_padded_tree`` with the same random draws — same ``l_mass``/``r_mass`` bookkeeping,
+for the same seed and feature names — drawn with the same random calls as River's
+``make_padded_tree`` — same ``l_mass``/``r_mass`` bookkeeping,
 same window swaps, same score formula), but it scores and learns a matrix of rows at a
 time. Every tree is stored as a complete binary tree in heap order (children of node
 ``i`` are ``2i + 1`` and ``2i + 2``): split feature and threshold per internal node, the
@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from river.tree.padded import PaddedBranch, make_padded_tree
 
 from pipelines.exceptions import PipelinesError
 
@@ -84,14 +83,41 @@ class BatchHalfSpaceTrees:
 
     # -- construction ---------------------------------------------------------------
     def _build(self, rng: random.Random) -> None:
-        """Draw the trees as River does on its first ``learn_one`` (features in sorted order)."""
+        """Draw the trees as River does on its first ``learn_one``: its ``make_padded_tree``
+        draws (feature by limit width, then a padded uniform threshold; node, left subtree,
+        right subtree), over the features in sorted name order, written straight into arrays."""
         col = {name: k for k, name in enumerate(self.names)}
+        inner = 2**self.height - 1
+        feature = [0] * (self.n_trees * inner)
+        threshold = [0.0] * (self.n_trees * inner)
         for t in range(self.n_trees):
             limits = {i: self.limits.get(i, (0.0, 1.0)) for i in sorted(self.names)}
-            root = make_padded_tree(
-                limits=limits, height=self.height, padding=_PADDING, rng=rng, r_mass=0, l_mass=0
-            )
-            self._load_tree(t, root, col, masses=False)
+            stack: list[tuple[int, int, str, tuple[float, float]]] = [(0, 0, "", (0.0, 0.0))]
+            # an explicit stack of (node, phase, feature, its limits): phase 0 draws the split,
+            # 1 restores after the left subtree and opens the right one, 2 restores after it
+            while stack:
+                i, phase, on, was = stack.pop()
+                if phase == 1:
+                    limits[on] = (threshold[t * inner + i], was[1])
+                    stack.append((i, 2, on, was))
+                    if 2 * i + 2 < inner:
+                        stack.append((2 * i + 2, 0, "", (0.0, 0.0)))
+                    continue
+                if phase == 2:
+                    limits[on] = was
+                    continue
+                on = rng.choices(
+                    population=list(limits.keys()), weights=[v[1] - v[0] for v in limits.values()]
+                )[0]
+                a, b = limits[on]
+                at = rng.uniform(a + _PADDING * (b - a), b - _PADDING * (b - a))
+                feature[t * inner + i], threshold[t * inner + i] = col[on], at
+                limits[on] = (a, at)
+                stack.append((i, 1, on, (a, b)))
+                if 2 * i + 1 < inner:
+                    stack.append((2 * i + 1, 0, "", (0.0, 0.0)))
+        self.feature = np.array(feature, dtype=np.int16).reshape(self.n_trees, inner)
+        self.threshold = np.array(threshold, dtype=np.float64).reshape(self.n_trees, inner)
 
     def _load_tree(self, t: int, root: Any, col: dict[str, int], masses: bool) -> None:
         stack = [(root, 0)]
@@ -102,8 +128,6 @@ class BatchHalfSpaceTrees:
                 self.l_mass[t, i] = node.l_mass
                 self.r_mass[t, i] = node.r_mass
             if i < inner:
-                if not isinstance(node, PaddedBranch):
-                    raise PipelinesError("tree is not complete to its height")
                 self.feature[t, i] = col[node.feature]
                 self.threshold[t, i] = node.threshold
                 stack.append((node.children[0], 2 * i + 1))
@@ -154,39 +178,63 @@ class BatchHalfSpaceTrees:
             raise PipelinesError(f"expected rows of {self.n_features} features, got {x.shape}")
         return x
 
+    def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per global node (``tree * nodes + node``): split feature, threshold, right child.
+
+        Derived from ``feature``/``threshold``; cached, not pickled."""
+        cached = self.__dict__.get("_cache")
+        if cached is None:
+            t, h = self.n_trees, self.height
+            inner, nodes = 2**h - 1, 2 ** (h + 1) - 1
+            feat = np.zeros((t, nodes), dtype=np.intp)
+            thr = np.zeros((t, nodes))
+            right = np.zeros((t, nodes), dtype=np.intp)
+            feat[:, :inner] = self.feature
+            thr[:, :inner] = self.threshold
+            right[:, :inner] = (np.arange(t, dtype=np.intp) * nodes)[:, None] + 2 * np.arange(
+                inner, dtype=np.intp
+            ) + 2
+            cached = self._cache = (feat.ravel(), thr.ravel(), right.ravel())
+        return cached
+
     def paths(self, x: np.ndarray) -> np.ndarray:
-        """Flat node index (``tree * nodes + node``) of every level: shape (height + 1, trees, rows)."""
+        """Global node index (``tree * nodes + node``) at every level: shape (height + 1, trees, rows)."""
         x = self._rows(x)
-        n, f = x.shape
+        n = len(x)
+        feat, thr, right = self._tables()
+        xt = np.ascontiguousarray(x.T).ravel()  # feature-major: value of row r, feature f at f*n + r
+        fn = feat * n
         nodes = 2 ** (self.height + 1) - 1
-        inner = 2**self.height - 1
-        out = np.empty((self.height + 1, self.n_trees, n), dtype=np.int64)
-        node = np.zeros((self.n_trees, n), dtype=np.int64)
-        tree_inner = (np.arange(self.n_trees, dtype=np.int64) * inner)[:, None]
-        row_base = (np.arange(n, dtype=np.int64) * f)[None, :]
-        feat, thr, flat_x = self.feature.ravel(), self.threshold.ravel(), x.ravel()
+        out = np.empty((self.height + 1, self.n_trees * n), dtype=np.intp)
+        g = np.repeat(np.arange(self.n_trees, dtype=np.intp) * nodes, n)
+        rows = np.tile(np.arange(n, dtype=np.intp), self.n_trees)
+        out[0] = g
         for d in range(self.height):
-            out[d] = node
-            k = tree_inner + node
-            v = flat_x[row_base + feat[k]]
-            node = 2 * node + 2 - (v < thr[k])
-        out[self.height] = node
-        out += (np.arange(self.n_trees, dtype=np.int64) * nodes)[None, :, None]
-        return out
+            g = right[g] - (xt[fn[g] + rows] < thr[g])  # left child when value < threshold
+            out[d + 1] = g
+        return out.reshape(self.height + 1, self.n_trees, n)
 
     def score_many(self, x: np.ndarray, paths: np.ndarray | None = None) -> np.ndarray:
-        """River's ``score_one`` of every row (0.0 during the first window). Pure."""
+        """River's ``score_one`` of every row (0.0 during the first window). Pure.
+
+        Sums of integer masses times powers of two: exact in float64, so the order of the
+        additions does not matter and the result equals River's bit for bit."""
         x = self._rows(x)
         if self.first_window or not len(x):
             return np.zeros(len(x))
         p = self.paths(x) if paths is None else paths
-        r = self.r_mass.ravel()[p].astype(np.int64)  # (levels, trees, rows)
-        below = r < self.size_limit
-        alive = np.ones(r.shape, dtype=bool)  # River stops after the first node below the limit
-        alive[1:] = ~np.logical_or.accumulate(below[:-1], axis=0)
-        weight = (np.int64(1) << np.arange(self.height + 1, dtype=np.int64))[:, None, None]
-        total = (r * weight * alive).sum(axis=(0, 1))
-        return 1.0 - total.astype(np.float64) / self.max_score
+        levels = self.height + 1
+        r = self.r_mass.ravel()[p.reshape(levels, -1)]  # (levels, trees * rows)
+        stop = np.logical_or.accumulate(r < self.size_limit, axis=0)
+        mass = r.astype(np.float64)
+        mass[1:][stop[:-1]] = 0.0  # River stops after the first node below the size limit
+        total = (np.ldexp(1.0, np.arange(levels)) @ mass).reshape(self.n_trees, -1).sum(axis=0)
+        return 1.0 - total / self.max_score
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_cache", None)
+        return state
 
     def learn_many(self, x: np.ndarray, paths: np.ndarray | None = None) -> None:
         """River's ``learn_one`` of every row, in order (window swaps where they fall)."""

@@ -35,7 +35,14 @@ import numpy as np
 from river import anomaly
 
 from pipelines.baselines import RobustBaseline
-from pipelines.detectors._host_acc import DayAccumulator, WindowAccumulator, WindowSums
+from pipelines.detectors._host_acc import (
+    DayAccumulator,
+    WindowAccumulator,
+    WindowSums,
+    codes,
+    distinct_per,
+    groups,
+)
 from pipelines.detectors._hst import BatchHalfSpaceTrees
 from pipelines.detectors.base import Detector, Evidence, Finding, Window
 from pipelines.detectors.drift import DayRollup, DriftMonitor
@@ -55,7 +62,7 @@ FEATURES = (
     "failed",
 )
 _UNITS = ("bytes", "bytes", "connections", "hosts", "hosts", "queries", "connections")
-_FAILED = np.array(["S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR"], dtype=object)
+_FAILED = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR"})
 _DRIFT_FEATURES = ("bytes_out", "bytes_in", "connections", "distinct_dsts")
 _DRIFT_COLS = [FEATURES.index(f) for f in _DRIFT_FEATURES]
 DAY = 86400.0
@@ -75,6 +82,10 @@ class HostWindow:
     sums: WindowSums | None = None  # position samples per host (audit trail)
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     anomalous: set[str] = field(default_factory=set)
+    #: (ids, z, vectors, detector, its learn count) as scored (reused by ``learn``)
+    vectors: tuple[np.ndarray, np.ndarray, np.ndarray, object, int] | None = None
+    #: the scored vectors, their tree paths and the model that walked them (reused by ``learn``)
+    walked: tuple[np.ndarray, np.ndarray, object] | None = None
 
     def positions(self, i: int) -> Positions:
         """(origin, offset) sample of the records of host ``i``."""
@@ -147,43 +158,51 @@ class HostBehaviourDetector(Detector):
         self._last_hosts = np.empty(0, dtype=object)  # hosts of the last window (sorted)
         self._last_scores = np.zeros(0)  # and their scores
         self._acc = WindowAccumulator(len(FEATURES), MAX_POSITIONS)
+        self._gen = 0  # learn() calls so far (tells ``learn`` whether scored vectors still hold)
         self._day = DayAccumulator(len(_DRIFT_FEATURES), self.drift.max_positions)
 
     # -- ingest ---------------------------------------------------------------------
     def ingest(self, flows: FlowBatch, dns: DnsBatch, window: Window) -> None:
-        if len(flows):
-            m = flows.src_inside
-            if m.any():
-                src, dst = flows.src[m], flows.dst[m]
-                hosts, si = np.unique(src, return_inverse=True)
-                n = len(hosts)
-                _, di = np.unique(dst, return_inverse=True)
-                width = int(di.max()) + 1
-                pair = np.unique(si.astype(np.int64) * width + di) // width
-                svc = admin_service(flows.dst_port[m])
-                adm = (svc >= 0) & (svc != LDAP) & (svc != KERBEROS) & flows.dst_inside[m]
-                apair = np.unique(si[adm].astype(np.int64) * width + di[adm]) // width
-                failed = np.isin(flows.conn_state[m], _FAILED)
-                cols = np.stack(
-                    [
-                        np.bincount(si, flows.bytes_out[m].astype(np.float64), n),
-                        np.bincount(si, flows.bytes_in[m].astype(np.float64), n),
-                        np.bincount(si, minlength=n).astype(np.float64),
-                        np.bincount(pair, minlength=n).astype(np.float64),
-                        np.bincount(apair, minlength=n).astype(np.float64),
-                        np.zeros(n),
-                        np.bincount(si, failed.astype(np.float64), n),
-                    ],
-                    axis=1,
+        fm = flows.src_inside if len(flows) else np.zeros(0, dtype=bool)
+        dm = dns.src_inside if len(dns) else np.zeros(0, dtype=bool)
+        f_all, d_all = bool(fm.all()), bool(dm.all())
+        src = flows.src if f_all else flows.src[fm]
+        qsrc = dns.src if d_all else dns.src[dm]
+        nf = len(src)
+        if not nf + len(qsrc):
+            return
+        hosts, inv = groups(np.concatenate([src, qsrc]) if len(qsrc) else src)
+        n = len(hosts)
+        si, di = inv[:nf], inv[nf:]
+        cols = np.zeros((n, len(FEATURES)))
+        parts = []
+        if nf:
+
+            def col(a: np.ndarray) -> np.ndarray:
+                return a if f_all else a[fm]
+
+            dst = codes(col(flows.dst))
+            svc = admin_service(col(flows.dst_port))
+            adm = (svc >= 0) & (svc != LDAP) & (svc != KERBEROS) & col(flows.dst_inside)
+            state = col(flows.conn_state).tolist()
+            failed = np.fromiter(map(_FAILED.__contains__, state), np.float64, nf)
+            cols[:, 0] = np.bincount(si, col(flows.bytes_out).astype(np.float64), n)
+            cols[:, 1] = np.bincount(si, col(flows.bytes_in).astype(np.float64), n)
+            cols[:, 2] = np.bincount(si, minlength=n)
+            cols[:, 3] = distinct_per(si, dst, n)
+            cols[:, 4] = distinct_per(si[adm], dst[adm], n)
+            cols[:, 6] = np.bincount(si, failed, n)
+            parts.append((si, col(flows.origin), col(flows.offset)))
+        if len(di):
+            cols[:, 5] = np.bincount(di, minlength=n)
+            parts.append(
+                (
+                    di,
+                    dns.origin if d_all else dns.origin[dm],
+                    dns.offset if d_all else dns.offset[dm],
                 )
-                self._acc.add(hosts, si, cols, flows.origin[m], flows.offset[m])
-        if len(dns):
-            m = dns.src_inside
-            if m.any():
-                hosts, di, counts = np.unique(dns.src[m], return_inverse=True, return_counts=True)
-                cols = np.zeros((len(hosts), len(FEATURES)))
-                cols[:, 5] = counts
-                self._acc.add(hosts, di, cols, dns.origin[m], dns.offset[m])
+            )
+        self._acc.add(hosts, cols, parts)
 
     # -- window protocol ------------------------------------------------------------------
     def close(self, window: Window) -> HostWindow:
@@ -233,11 +252,17 @@ class HostBehaviourDetector(Detector):
         if not features.hosts:
             return out
         ids, z, vec = self._vectors(features)
+        features.vectors = (ids, z, vec, self, self._gen)
         warm = self._warm(ids, features.window.start)
         model_ready = self.learnt >= self.window_size
         strong_m = self._strong(ids, features.x, z)
         n = len(features.hosts)
-        s = self.model.score_many(vec) if model_ready else np.zeros(n)
+        if model_ready:
+            paths = self.model.paths(vec)
+            features.walked = (vec, paths, self.model)
+            s = self.model.score_many(vec, paths)
+        else:
+            s = np.zeros(n)
         features.scores = s
         if not model_ready:
             return out
@@ -315,10 +340,18 @@ class HostBehaviourDetector(Detector):
             self.drift.learn_day(features.rollup)
             self._evict(features.window, features.rollup.day)
         flagged = {f.entity for f in findings} | features.anomalous
+        got = features.vectors
+        fresh_vectors = not (
+            got is not None and got[3] is self and got[4] == self._gen and features.rollup is None
+        )
+        self._gen += 1
         if not features.hosts:
             self._last_hosts, self._last_scores = np.empty(0, dtype=object), np.zeros(0)
             return
-        ids, _z, vec = self._vectors(features)
+        if fresh_vectors or got is None:
+            ids, _z, vec = self._vectors(features)
+        else:  # as scored: nothing learnt or evicted since
+            ids, _z, vec = got[0], got[1], got[2]
         hosts = features.hosts
         if flagged:
             calm = np.array([h not in flagged for h in hosts], dtype=bool)
@@ -331,7 +364,8 @@ class HostBehaviourDetector(Detector):
         self.first_seen[ids] = np.minimum(self.first_seen[ids], features.window.start)
         t = features.window.start
         self.hours.observe(
-            hosts if calm.all() else [h for h, c in zip(hosts, calm.tolist(), strict=True) if c], t
+            hosts if calm.all() else [h for h, c in zip(hosts, calm.tolist(), strict=True) if c],
+            t,
         )
         strong_m = self._strong(ids, features.x, _z)
         strong = np.flatnonzero(strong_m.sum(axis=1) >= self.min_features).tolist()
@@ -340,7 +374,11 @@ class HostBehaviourDetector(Detector):
             self.routine.observe(fresh, t)
         if features.sums is not None:
             self._day.add(ids, features.x[:, _DRIFT_COLS], features.sums)
-        self.model.learn_many(vec[calm])
+        walked = features.walked
+        if walked is not None and walked[2] is self.model and np.array_equal(walked[0], vec):
+            self.model.learn_many(vec[calm], walked[1][:, :, calm])
+        else:
+            self.model.learn_many(vec[calm])
         self.learnt += int(calm.sum())
         self._last_hosts = np.array(hosts, dtype=object)
         self._last_scores = np.asarray(features.scores, dtype=np.float64)
@@ -431,6 +469,7 @@ class HostBehaviourDetector(Detector):
             last = state.pop("last_scores")
             state["_last_hosts"] = np.array(sorted(last), dtype=object)
             state["_last_scores"] = np.array([last[h] for h in sorted(last)], dtype=np.float64)
+        state.setdefault("_gen", 0)
         if "_day" not in state:
             state["_day"] = DayAccumulator(len(_DRIFT_FEATURES), state["drift"].max_positions)
         self.__dict__.update(state)
@@ -441,18 +480,10 @@ def _window_from_dicts(
 ) -> WindowAccumulator:
     """The open window of an older snapshot (host -> sums, host -> positions) as arrays."""
     out = WindowAccumulator(len(FEATURES), MAX_POSITIONS)
-    hosts = sorted(acc)
-    if hosts:
-        out.hosts = np.array(hosts, dtype=object)
-        out.x = np.array([acc[h] for h in hosts], dtype=np.float64)
-        out.npos = np.array([len(pos.get(h, ())) for h in hosts], dtype=np.int64)
-        rows = [(h, o, k) for h in hosts for o, k in pos.get(h, ())]
-        if rows:
-            out.pos.append(
-                (
-                    np.array([r[0] for r in rows], dtype=object),
-                    np.array([r[1] for r in rows], dtype=object),
-                    np.array([r[2] for r in rows], dtype=np.int64),
-                )
-            )
+    for h, row in acc.items():
+        got = pos.get(h, [])
+        origin = np.array([o for o, _k in got], dtype=object)
+        offset = np.array([k for _o, k in got], dtype=np.int64)
+        inv = np.zeros(len(got), dtype=np.int64)
+        out.add(np.array([h], dtype=object), row[None, :], [(inv, origin, offset)])
     return out
