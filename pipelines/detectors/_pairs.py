@@ -248,6 +248,16 @@ class PairTable:
             ratio[ok] = mad / np.maximum(med, 1e-9)
         return count, ratio
 
+    def series_flat(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`series` of many rows, concatenated: (start times, sizes, lengths)."""
+        fill = self.fill[rows]
+        t = self.ts[rows]
+        valid = np.arange(self.ring)[None, :] < fill[:, None]
+        order = np.argsort(np.where(valid, t, np.inf), axis=1, kind="stable")
+        ts = np.take_along_axis(t, order, axis=1)[valid]
+        sz = np.take_along_axis(self.sz[rows], order, axis=1)[valid].astype(np.float64)
+        return ts, sz, fill
+
     def series(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """The row's ring as time-sorted ``(start times, sizes)``."""
         f = int(self.fill[row])

@@ -62,7 +62,7 @@ import numpy as np
 
 from pipelines.detectors._beacon_finding import beacon_finding
 from pipelines.detectors._pairs import PairTable
-from pipelines.detectors._periodicity import regularity
+from pipelines.detectors._periodicity_many import regularity_flat
 from pipelines.detectors._warmup import HostWarmup
 from pipelines.detectors.base import Detector, Finding, Window
 from pipelines.domains import DomainSplitter
@@ -315,12 +315,21 @@ class BeaconDetector(HostWarmup, Detector):
             rows = np.sort(rows[np.argsort(-t.n[rows], kind="stable")[: self.max_scored]])
         t.scored[rows] = t.n[rows]
         t.scored_at[rows] = window.end
-        pairs = []
-        for r in rows.tolist():
-            ts, sz = t.series(r)
-            reg = regularity(
-                ts, sz, merge_gap=self.merge_gap, max_missed=self.max_missed, fold_min=self.fold_min
-            )
+        pairs: list[dict[str, Any]] = []
+        if len(rows) == 0:
+            return {"window": window, "pairs": pairs}
+        ts, sz, lens = t.series_flat(rows)
+        regs = regularity_flat(
+            ts,
+            sz,
+            lens,
+            merge_gap=self.merge_gap,
+            max_missed=self.max_missed,
+            fold_min=self.fold_min,
+        )
+        ends = np.cumsum(lens)
+        firsts, lasts = ts[ends - lens].tolist(), ts[ends - 1].tolist()
+        for r, reg, first, last in zip(rows.tolist(), regs, firsts, lasts, strict=True):
             if reg["checkins"] < least:
                 continue
             src, target, port, is_domain = t.keys[r]  # type: ignore[misc]
@@ -337,8 +346,8 @@ class BeaconDetector(HostWarmup, Detector):
                     "failed": int(t.failed[r]),
                     "bytes_out": float(t.out[r]),
                     "bytes_in": float(t.inb[r]),
-                    "first": float(ts[0]),
-                    "last": float(ts[-1]),
+                    "first": first,
+                    "last": last,
                     "emitted": float(t.emitted[r]),
                     "positions": tuple(positions.get(r, ())),
                     "name": target if is_domain else self.names.get(target, ("", ""))[0],
@@ -366,6 +375,7 @@ class BeaconDetector(HostWarmup, Detector):
     def _same_schedule(
         self, known: dict[str, tuple[float, float]], src: str, period: float, now: float
     ) -> set[str]:
+        """Other hosts of ``known`` seen within the horizon with a period within 1.4× of ``period``."""
         return {
             s
             for s, (p, seen) in known.items()
@@ -373,6 +383,40 @@ class BeaconDetector(HostWarmup, Detector):
             and seen >= now - self.prevalence_horizon
             and max(p, period) <= 1.4 * min(p, period)
         }
+
+    def _same_counts(
+        self,
+        tables: tuple[dict[str, tuple[float, float]], ...],
+        srcs: list[str],
+        periods: list[float],
+        now: float,
+    ) -> list[int]:
+        """``len(union of _same_schedule(t, src, period, now) over tables)`` for each (src, period).
+
+        One host × series matrix per destination instead of a Python set per series (same
+        float comparisons, so the same counts).
+        """
+        names: dict[str, int] = {}
+        for tab in tables:
+            for h in tab:
+                names.setdefault(h, len(names))
+        if not names:
+            return [0] * len(srcs)
+        q = np.array(periods, dtype=np.float64)[:, None]
+        me = np.array([names.get(s_, -1) for s_ in srcs], dtype=np.int64)[:, None]
+        hit = np.zeros((len(srcs), len(names)), dtype=bool)
+        for tab in tables:
+            if not tab:
+                continue
+            at = np.fromiter((names[h] for h in tab), dtype=np.int64, count=len(tab))
+            ps = np.fromiter((v[0] for v in tab.values()), dtype=np.float64, count=len(tab))
+            seen = np.fromiter((v[1] for v in tab.values()), dtype=np.float64, count=len(tab))
+            ok = (seen >= now - self.prevalence_horizon)[None, :] & (
+                np.maximum(ps[None, :], q) <= 1.4 * np.minimum(ps[None, :], q)
+            )
+            hit[:, at] |= ok
+        hit &= np.arange(len(names))[None, :] != me
+        return np.count_nonzero(hit, axis=1).tolist()
 
     def score(self, features: dict[str, Any]) -> list[Finding]:
         window: Window = features["window"]
@@ -383,21 +427,35 @@ class BeaconDetector(HostWarmup, Detector):
             if not self._loosely_periodic(p["reg"]):
                 continue
             current.setdefault((p["target"], p["port"]), {})[p["src"]] = (p["reg"]["period"], now)
+        # the gates that do not depend on the prevalence first (all side-effect free)
+        cand = [
+            p
+            for p in periodic
+            if not (
+                self._allowed(p)
+                or not self._warm(p["src"], window)
+                or p["emitted"] > now - self.reemit_seconds
+                or (p["is_domain"] and len(p["domain_ips"]) < 2)
+            )
+        ]
+        by_key: dict[tuple[str, int], list[int]] = {}
+        for i, p in enumerate(cand):
+            by_key.setdefault((p["target"], p["port"]), []).append(i)
+        others = [0] * len(cand)
+        for key, idx in by_key.items():
+            tables = (self.prevalence.get(key, {}), current.get(key, {}))
+            counts = self._same_counts(
+                tables, [cand[i]["src"] for i in idx], [cand[i]["reg"]["period"] for i in idx], now
+            )
+            for i, c in zip(idx, counts, strict=True):
+                others[i] = c
         findings = []
-        for p in periodic:
-            key = (p["target"], p["port"])
-            period = p["reg"]["period"]
-            same = self._same_schedule(self.prevalence.get(key, {}), p["src"], period, now)
-            same |= self._same_schedule(current[key], p["src"], period, now)
-            hosts = len(same) + 1
+        for p, same in zip(cand, others, strict=True):
+            hosts = same + 1
             discount = self._discount(hosts)
             final = p["reg"]["score"] * discount
-            if final < self.threshold or self._allowed(p) or not self._warm(p["src"], window):
+            if final < self.threshold:
                 continue
-            if p["emitted"] > now - self.reemit_seconds:
-                continue
-            if p["is_domain"] and len(p["domain_ips"]) < 2:
-                continue  # the (src, dst IP) series already covers a single-address name
             findings.append(beacon_finding(self, p, final, hosts - 1, discount))
         return findings
 
@@ -433,7 +491,9 @@ class BeaconDetector(HostWarmup, Detector):
                 continue
             known = self.prevalence.pop((p["target"], p["port"]), None) or {}
             known[p["src"]] = (p["reg"]["period"], now)
-            if len(known) > 64:
+            if len(known) == 65:  # the oldest (first of equals, as a stable sort) goes
+                del known[min(known, key=lambda s: known[s][1])]
+            elif len(known) > 64:
                 for s in sorted(known, key=lambda s: known[s][1])[: len(known) - 64]:
                     del known[s]
             self.prevalence[(p["target"], p["port"])] = known
