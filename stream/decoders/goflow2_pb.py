@@ -27,14 +27,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipelines.records import FlowBatch
-from stream.decoders._json import COUNTER_MAX, finish_flows, where_of
+from stream.decoders._json import COUNTER_MAX, finish_flows
 from stream.decoders.base import (
     MAX_MESSAGE_BYTES,
     DeadLetter,
     Decoder,
     DecodeResult,
     Message,
-    MessageBlock,
 )
 from stream.decoders.goflow2_pb_fast import fast_parse
 
@@ -197,9 +196,9 @@ class Goflow2ProtobufDecoder(Decoder):
         out = DecodeResult()
         if not len(messages):
             return out
-        values = (
-            messages.values if isinstance(messages, MessageBlock) else [m.value for m in messages]
-        )
+        # a block of messages (values/origin/offsets held as columns) is read as columns
+        block = isinstance(getattr(messages, "values", None), list) and hasattr(messages, "offsets")
+        values: list[bytes] = messages.values if block else [m.value for m in messages]  # type: ignore[attr-defined]
         fast = fast_parse(values, self.length_prefixed, _addr)
         slow_rows: list[dict[int, Any]] = []
         slow_msgs: list[Message] = []
@@ -209,7 +208,7 @@ class Goflow2ProtobufDecoder(Decoder):
             k = len(slow_rows)
             self._one(m, slow_rows, slow_msgs, out)
             slow_idx.extend([i] * (len(slow_rows) - k))
-        cols = fast.columns()
+        cols: dict[str, Any] = dict(fast.columns())
         order = fast.msg
         if slow_rows:
             extra = self._columns(slow_rows)
@@ -221,22 +220,22 @@ class Goflow2ProtobufDecoder(Decoder):
         if not len(order):
             return out
         idx = order.tolist()
-        if isinstance(messages, MessageBlock):
-            offs = messages.offsets
-            row_msgs: Sequence[Message] = MessageBlock(
-                [values[i] for i in idx], messages.origin, [offs[i] for i in idx]
-            )
+        if block:
+            offs = messages.offsets  # type: ignore[attr-defined]
+            origins: list[str] = [messages.origin] * len(idx)  # type: ignore[attr-defined]
+            offsets = np.fromiter((offs[i] for i in idx), dtype=np.int64, count=len(idx))
         else:
-            row_msgs = [messages[i] for i in idx]
-        finite = np.isfinite(cols["ts_start"]).all() and np.isfinite(cols["ts_end"]).all()
-        if finite:
+            origins = [messages[i].origin for i in idx]
+            offsets = np.fromiter((messages[i].offset for i in idx), np.int64, count=len(idx))
+        if np.isfinite(cols["ts_start"]).all() and np.isfinite(cols["ts_end"]).all():
             # addresses come from _addr (canonical already), proto is checked to 0..255 and
             # times are finite: nothing for finish_flows to fix or reject
-            cols["origin"], cols["offset"] = where_of(row_msgs)
+            cols["origin"], cols["offset"] = origins, offsets
             out.flows = FlowBatch.from_columns(cols)
         else:  # pragma: no cover - times from integers are always finite
             for c in ("src", "dst", "proto", "sensor"):
                 cols[c] = np.asarray(cols[c]).tolist()
+            row_msgs = [messages[i] for i in idx]
             out.flows = finish_flows(cols, row_msgs, self.name, out.dead)
         return out
 
