@@ -1,9 +1,9 @@
 """Run every benchmark and print the figures (``make bench``).
 
-    .venv/bin/python bench/run_all.py            # decode, replay (5 M flows), memory, kafka
+    .venv/bin/python bench/run_all.py            # decode, decode_packets, replay (5 M flows), memory, kafka
     .venv/bin/python bench/run_all.py --smoke    # each with --smoke (CI, about a minute each)
 
-Runs bench/decode.py, bench/replay.py and bench/memory.py, then bench/kafka.py when it
+Runs bench/decode.py, bench/decode_packets.py, bench/replay.py and bench/memory.py, then bench/kafka.py when it
 exists and a broker comes up with ``deploy/kafka/local-kafka start`` (a throw-away data
 directory; the broker is stopped afterwards, and with ``--owner-pid`` also if this script
 dies). The machine (cores, CPU model, RAM, Python/numpy versions) and the git commit are
@@ -99,14 +99,16 @@ def kafka(extra: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="pass --smoke to every benchmark")
-    p.add_argument("--only", action="append", choices=("decode", "replay", "memory", "kafka"))
+    p.add_argument(
+        "--only", action="append", choices=("decode", "decode_packets", "replay", "memory", "kafka")
+    )
     args = p.parse_args(argv)
     extra = ["--smoke"] if args.smoke else []
     sys.stdout.write(
         f"slowburn benchmarks, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}, commit {commit()}\n"
     )
     sys.stdout.write(f"machine: {machine()}\n")
-    wanted = args.only or ["decode", "replay", "memory", "kafka"]
+    wanted = args.only or ["decode", "decode_packets", "replay", "memory", "kafka"]
     failed = 0
     for name in wanted:
         if name == "kafka":
