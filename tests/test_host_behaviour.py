@@ -168,8 +168,9 @@ def test_snapshot_with_river_trees_and_per_host_dicts_restores_and_continues_ide
     for h_idx, origin, offset in acc.pos:
         for i, o, k in zip(h_idx.tolist(), origin.tolist(), offset.tolist(), strict=True):
             old["_pos"].setdefault(acc.names[i], []).append((o, k))
-    old["last_scores"] = {h: float(s) for h, s in zip(a._last_hosts, a._last_scores, strict=True)}
-    for k in ("_last_hosts", "_last_scores", "_gen"):
+    names = a.baseline.names
+    old["last_scores"] = {names[j]: float(a._last_score[j]) for j in a._last_rows.tolist()}
+    for k in ("_last_score", "_last_rows", "_gen"):
         del old[k]
     b = HostBehaviourDetector.__new__(HostBehaviourDetector)
     b.__setstate__(pickle.loads(pickle.dumps(old)))

@@ -217,7 +217,7 @@ class DayAccumulator:
         take = rank < self.limit - self.npos[rows[owner]]
         if take.any():
             r = rows[owner[take]]
-            self.pos.append((r, w.origin[take], w.offset[take]))
+            self.pos.append((r.astype(np.int32), w.origin[take], w.offset[take]))
             self.npos += np.bincount(r, minlength=len(self.npos)).astype(np.int16)
 
     def flush(self) -> tuple[np.ndarray, np.ndarray, list[Positions]]:

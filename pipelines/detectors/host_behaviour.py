@@ -155,8 +155,8 @@ class HostBehaviourDetector(Detector):
             (0, len(FEATURES)), dtype=np.float32
         )  # per-host p99 (log1p), by baseline row
         self.first_seen = np.zeros(0, dtype=np.float64)  # by baseline row
-        self._last_hosts = np.empty(0, dtype=object)  # hosts of the last window (sorted)
-        self._last_scores = np.zeros(0)  # and their scores
+        self._last_score = np.zeros(0)  # by baseline row: score in the last window (NaN: absent)
+        self._last_rows = np.zeros(0, dtype=np.int64)  # baseline rows of the last window
         self._acc = WindowAccumulator(len(FEATURES), MAX_POSITIONS)
         self._gen = 0  # learn() calls so far (tells ``learn`` whether scored vectors still hold)
         self._day = DayAccumulator(len(_DRIFT_FEATURES), self.drift.max_positions)
@@ -345,8 +345,9 @@ class HostBehaviourDetector(Detector):
             got is not None and got[3] is self and got[4] == self._gen and features.rollup is None
         )
         self._gen += 1
+        self._last_score[self._last_rows] = np.nan  # before eviction may hand rows to new hosts
+        self._last_rows = np.zeros(0, dtype=np.int64)
         if not features.hosts:
-            self._last_hosts, self._last_scores = np.empty(0, dtype=object), np.zeros(0)
             return
         if fresh_vectors or got is None:
             ids, _z, vec = self._vectors(features)
@@ -380,8 +381,11 @@ class HostBehaviourDetector(Detector):
         else:
             self.model.learn_many(vec[calm])
         self.learnt += int(calm.sum())
-        self._last_hosts = np.array(hosts, dtype=object)
-        self._last_scores = np.asarray(features.scores, dtype=np.float64)
+        if len(self._last_score) < len(self.first_seen):
+            grow = len(self.first_seen) - len(self._last_score)
+            self._last_score = np.concatenate([self._last_score, np.full(grow, np.nan)])
+        self._last_score[ids] = features.scores
+        self._last_rows = ids
 
     def _evict(self, w: Window, day: int) -> None:
         """Forget hosts idle for ``idle_days`` (rows of the baseline are reused: clear ours too)."""
@@ -433,11 +437,11 @@ class HostBehaviourDetector(Detector):
 
     # -- introspection --------------------------------------------------------------------------
     def entity_score(self, entity: str) -> float | None:
-        hosts = self._last_hosts
-        i = int(np.searchsorted(hosts, entity)) if len(hosts) else 0
-        if i < len(hosts) and hosts[i] == entity and i < len(self._last_scores):
-            return float(self._last_scores[i])
-        return None
+        j = self.baseline.index.get(entity, -1)
+        if not 0 <= j < len(self._last_score):
+            return None
+        s = float(self._last_score[j])
+        return None if s != s else s  # NaN: not active in the last window
 
     def entities(self) -> int:
         return len(self.baseline)
@@ -452,7 +456,7 @@ class HostBehaviourDetector(Detector):
             + self.routine.nbytes()
             + self.drift.nbytes()
             + self._day.nbytes()
-            + self._last_scores.nbytes
+            + self._last_score.nbytes
         )
         return int(parts + self.model.nbytes())
 
@@ -467,8 +471,12 @@ class HostBehaviourDetector(Detector):
             state["_acc"] = _window_from_dicts(state["_acc"], state.pop("_pos", {}))
         if "last_scores" in state:
             last = state.pop("last_scores")
-            state["_last_hosts"] = np.array(sorted(last), dtype=object)
-            state["_last_scores"] = np.array([last[h] for h in sorted(last)], dtype=np.float64)
+            index = state["baseline"].index
+            rows = np.array([index.get(h, -1) for h in last], dtype=np.int64)
+            score = np.full(len(state["first_seen"]), np.nan)
+            ok = (rows >= 0) & (rows < len(score))
+            score[rows[ok]] = np.array(list(last.values()), dtype=np.float64)[ok]
+            state["_last_score"], state["_last_rows"] = score, rows[ok]
         state.setdefault("_gen", 0)
         if "_day" not in state:
             state["_day"] = DayAccumulator(len(_DRIFT_FEATURES), state["drift"].max_positions)
