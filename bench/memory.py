@@ -10,7 +10,11 @@ configuration). Reported per host count:
 * RSS delta / hosts: resident memory after processing minus before creating the engine
   (the input batches already exist), divided by the hosts;
 * pickle size / hosts: ``len(pickle.dumps(engine))`` (the checkpoint) and per detector;
-* CPU time per flow (``time.process_time``) of ``engine.process`` + ``flush``.
+* CPU time per flow (``time.process_time``) of ``engine.process`` + ``flush``;
+* with ``--per-detector``: each detector alone (an engine with only that detector, in
+  its own subprocess) — the bytes per host its state keeps allocated (``tracemalloc``:
+  live Python and numpy allocations made while processing, which the RSS delta of one
+  detector cannot show reliably: freed input temporaries are reused without growing RSS).
 
 Goals: <= 2 KB of state per host; time per flow flat within 1.5x from 1 k to 100 k hosts.
 
@@ -113,16 +117,24 @@ def synthetic(
     return out
 
 
-def one(hosts: int, per_host: int, windows: int, seed: int) -> dict[str, Any]:
-    """Measure one host count in this process (call in a fresh interpreter)."""
+def one(hosts: int, per_host: int, windows: int, seed: int, only: str = "") -> dict[str, Any]:
+    """Measure one host count in this process (call in a fresh interpreter).
+
+    ``only``: keep just that detector in the engine (its own RSS delta)."""
     from stream.config import load_config
 
     settings = load_config(None).settings
     batches = synthetic(hosts, per_host, windows, settings.engine.window, seed)
     flows = sum(len(f) for f, _ in batches)
     gc.collect()
+    if only:
+        import tracemalloc
+
+        tracemalloc.start(1)
     before = rss_bytes()
     eng = settings.build_engine()
+    if only:
+        eng.detectors = [d for d in eng.detectors if d.name == only]
     c = time.process_time()
     alerts = 0
     for f, d in batches:
@@ -131,6 +143,10 @@ def one(hosts: int, per_host: int, windows: int, seed: int) -> dict[str, Any]:
     cpu = time.process_time() - c
     gc.collect()
     after = rss_bytes()
+    traced = 0
+    if only:
+        traced = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
     per_det = {
         d.name: len(pickle.dumps(d, protocol=pickle.HIGHEST_PROTOCOL)) for d in eng.detectors
     }
@@ -143,6 +159,7 @@ def one(hosts: int, per_host: int, windows: int, seed: int) -> dict[str, Any]:
         "cpu_s": cpu,
         "alerts": alerts,
         "entities": eng.entities(),
+        "traced": traced,
     }
 
 
@@ -153,10 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--windows", type=int, default=4)
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--smoke", action="store_true", help="small host counts (< 1 minute)")
+    p.add_argument(
+        "--per-detector",
+        action="store_true",
+        help="also measure each detector alone (allocated state per host; a subprocess each)",
+    )
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)  # worker mode
+    p.add_argument("--only", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
-        json.dump(one(args.one, args.flows_per_host, args.windows, args.seed), sys.stdout)
+        json.dump(
+            one(args.one, args.flows_per_host, args.windows, args.seed, args.only), sys.stdout
+        )
         return 0
     if args.smoke:
         args.hosts, args.flows_per_host = [300, 3_000], 10
@@ -178,6 +203,18 @@ def main(argv: list[str] | None = None) -> int:
         det = "  ".join(f"{k} {v / h:,.0f}" for k, v in r["pickle_by_detector"].items())
         out(f"  {h:>8,}{r['flows']:>11,}{r['rss_delta'] / h:>10,.0f} B{r['pickle'] / h:>11,.0f} B"
             f"{1e6 * r['cpu_s'] / r['flows']:>15.1f}{r['alerts']:>8}  {det}\n")  # fmt: skip
+        if args.per_detector:
+            alone = []
+            for name in r["pickle_by_detector"]:
+                sub = subprocess.run(
+                    [*cmd, "--only", name], capture_output=True, text=True, cwd=REPO
+                )
+                if sub.returncode:
+                    alone.append(f"{name} FAILED")
+                    continue
+                a = json.loads(sub.stdout)
+                alone.append(f"{name} {a['traced'] / h:,.0f}")
+            out(f"  {'':>8}  alone, state bytes/host (tracemalloc): {'  '.join(alone)}\n")
     if len(rows) >= 2:
         t = [r["cpu_s"] / r["flows"] for r in rows]
         big = rows[-1]  # fixed-size tables dominate small host counts: judge the largest
