@@ -157,7 +157,8 @@ class WindowAccumulator:
         """The window's sums (hosts sorted by name) and samples; the accumulator starts empty."""
         n = len(self.names)
         names = np.array(self.names, dtype=object)
-        order = np.argsort(names, kind="stable")
+        # sorted() of str keys is ~2x faster than numpy's argsort of an object array
+        order = np.array(sorted(range(n), key=self.names.__getitem__), dtype=np.int64)
         hosts, x = names[order], self.x[:n][order]
         if self.pos:
             rank = np.empty(n, dtype=np.int64)
