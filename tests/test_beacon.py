@@ -245,10 +245,37 @@ def test_state_is_bounded_and_pickles() -> None:
         det.ingest(fb, DnsBatch.empty(), win)
         det.process_window(win)
         assert det.entities() <= 500
-    assert det.pairs.row_bytes() == 64 * 12 + 8 * 11
-    assert det.pairs.nbytes() <= 500 * det.pairs.row_bytes()
+    assert det.pairs.row_bytes() == 64 * 12 + 8 * 12 + 1
+    # one-off pairs sit in the smallest ring tier: far below a full ring per row
+    assert det.pairs.nbytes() <= 500 * (4 * 12 + 8 * 12 + 1) * 2
     clone = pickle.loads(pickle.dumps(det))
     assert clone.entities() == det.entities() and clone.params() == det.params()
+
+
+def test_tiered_rings_keep_the_last_ring_connections_in_order() -> None:
+    """A series that grows through the tiers holds exactly what one fixed ring would."""
+    from pipelines.detectors._pairs import PairTable
+
+    rng = np.random.default_rng(11)
+    t = PairTable(ring=32, max_pairs=8, tiers=(2, 8))
+    assert t.caps == (2, 8, 32)
+    times, sizes = [], []
+    clock = 0.0
+    for size in [1, 1, 3, 2, 5, 30, 7, 1, 40]:
+        ts = clock + np.sort(rng.uniform(0, 10, size))
+        clock += 10
+        sz = rng.integers(1, 1000, size).astype(np.float64)
+        rows = t.rows([("h", "d", 1)] * size + [("o", str(clock), 2)], now=clock)
+        t.append(rows, np.r_[ts, clock], np.r_[sz, 1.0], np.zeros(size + 1), np.zeros(size + 1),
+                 np.zeros(size + 1, bool))  # fmt: skip
+        times += ts.tolist()
+        sizes += sz.tolist()
+        got_t, got_s = t.series(int(rows[0]))
+        assert got_t.tolist() == times[-32:] and got_s.tolist() == sizes[-32:]
+        assert int(t.n[rows[0]]) == len(times)
+    assert int(t.tier[rows[0]]) == 2 and int(t.tier[rows[-1]]) == 0
+    assert t.evicted > 0  # the one-off keys churned through 8 rows, their slots were reused
+    assert len(t.tts[0]) <= 16
 
 
 # ---------------------------------------------------------------------------- simulated network

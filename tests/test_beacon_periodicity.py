@@ -14,6 +14,7 @@ from pipelines.detectors.beacon import BeaconDetector
 def _series(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     k = int(rng.integers(1, 140))  # beyond 129 the scalar fallback is used
     kind = int(rng.integers(0, 10))
+    t: np.ndarray
     if kind == 0:
         t = np.cumsum(rng.exponential(60, k))
     elif kind == 1:

@@ -1,11 +1,17 @@
-"""Bounded table of connection series: one fixed-size ring of (start time, bytes) per key.
+"""Bounded table of connection series: one ring of (start time, bytes) per key.
 
 Struct-of-arrays storage (numpy, grown by doubling up to ``max_pairs`` rows) so a batch
 is appended with one sort and a few scatter operations. When the table is full, new
 keys evict the least recently active rows first; a row with ``n`` connections counts as
 ``protect_s · min(1, n / protect_n)`` seconds more recent, so one-off pairs (the bulk of
-the churn) go first and a scan cannot flush established series out. Row bytes: ``ring × 12`` (float64 time + float32 size) plus
-~72 bytes of counters.
+the churn) go first and a scan cannot flush established series out.
+
+Ring storage is *tiered*: a series lives in a slot of the smallest tier (capacities
+``tiers``, the last is ``ring``) that holds its connections and moves up as it grows
+(lower tiers never wrap, so the ring content and order are those of one ``ring``-sized
+ring). Most pairs are one-offs, so a row costs ~104 bytes of counters plus 12 bytes per
+slot of its tier (4 for a one-off) instead of ``ring × 12``. Tier arrays grow
+geometrically; freed slots are reused.
 
 >>> t = PairTable(ring=4, max_pairs=2)
 >>> rows = t.rows([("a", "x", 1), ("a", "x", 1), ("b", "y", 2)], now=10.0)
@@ -13,21 +19,24 @@ the churn) go first and a scan cannot flush established series out. Row bytes: `
 ([0, 0, 1], [0, 1])
 >>> t.append(rows, np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0]), np.zeros(3), np.zeros(3),
 ...          np.zeros(3, bool))
->>> t.series(0)
-(array([1., 2.]), array([10., 20.]))
+>>> t.series(0), int(t.tier[0]), t.caps
+((array([1., 2.]), array([10., 20.])), 0, (4,))
 >>> t.rows([("c", "z", 3)], now=20.0).tolist()  # full: evicts the least active row
 [1]
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Hashable, Sequence
 
 import numpy as np
 
 __all__ = ["PairTable"]
 
-_COUNTERS = ("n", "failed", "fill", "head", "scored")
+_intern = sys.intern
+
+_COUNTERS = ("n", "failed", "fill", "head", "scored", "slot")
 _FLOATS = ("out", "inb", "first", "last", "emitted", "scored_at")
 
 
@@ -46,8 +55,6 @@ def _nanmedian_rows(a: np.ndarray, count: np.ndarray) -> np.ndarray:
 class PairTable:
     """Key → row index with per-row connection rings (see module docstring)."""
 
-    ts: np.ndarray
-    sz: np.ndarray
     n: np.ndarray
     failed: np.ndarray
     fill: np.ndarray
@@ -59,6 +66,8 @@ class PairTable:
     last: np.ndarray
     emitted: np.ndarray
     scored_at: np.ndarray
+    slot: np.ndarray
+    tier: np.ndarray
 
     def __init__(
         self,
@@ -66,8 +75,13 @@ class PairTable:
         max_pairs: int = 20_000,
         protect_n: int = 12,
         protect_s: float = 3600.0,
+        tiers: tuple[int, ...] = (4, 16, 48),
     ) -> None:
         self.ring = ring
+        self.caps = tuple(sorted({min(int(c), ring) for c in tiers if c > 0} | {ring}))
+        self.tts = [np.zeros((0, c)) for c in self.caps]  # tier -> (slots, cap) start times
+        self.tsz = [np.zeros((0, c), dtype=np.float32) for c in self.caps]  # and sizes
+        self.tfree: list[list[int]] = [[] for _ in self.caps]
         self.max_pairs = max_pairs
         self.protect_n = protect_n
         self.protect_s = protect_s
@@ -80,14 +94,8 @@ class PairTable:
         self._alloc(0)
 
     def _alloc(self, cap: int) -> None:
-        old = self.__dict__.get("ts")
+        old = self.__dict__.get("n")
         n_old = 0 if old is None else len(old)
-        ts = np.zeros((cap, self.ring), dtype=np.float64)
-        sz = np.zeros((cap, self.ring), dtype=np.float32)
-        if old is not None:
-            ts[:n_old] = self.ts
-            sz[:n_old] = self.sz
-        self.ts, self.sz = ts, sz
         for name in _COUNTERS:
             a = np.zeros(cap, dtype=np.int64)
             if old is not None:
@@ -98,23 +106,87 @@ class PairTable:
             if old is not None:
                 a[:n_old] = getattr(self, name)
             setattr(self, name, a)
+        tier = np.full(cap, -1, dtype=np.int8)  # -1: no ring slot yet
+        if old is not None:
+            tier[:n_old] = self.tier
+        self.tier = tier
         self.keys.extend([None] * (cap - n_old))
         self.free.extend(range(cap - 1, n_old - 1, -1))
+
+    def _slots(self, i: int, k: int) -> np.ndarray:
+        """``k`` free slots of tier ``i`` (the tier arrays grow geometrically)."""
+        free = self.tfree[i]
+        if len(free) < k:
+            have = len(self.tts[i])
+            grow = max(have, k - len(free), 16)
+            c = self.caps[i]
+            self.tts[i] = np.concatenate([self.tts[i], np.zeros((grow, c))])
+            self.tsz[i] = np.concatenate([self.tsz[i], np.zeros((grow, c), dtype=np.float32)])
+            free.extend(range(have + grow - 1, have - 1, -1))
+        got = free[len(free) - k :]
+        del free[len(free) - k :]
+        return np.array(got[::-1], dtype=np.int64)
+
+    def _release(self, rows: np.ndarray) -> None:
+        """Give the ring slots of ``rows`` back to their tiers."""
+        tiers = self.tier[rows]
+        for i in np.unique(tiers[tiers >= 0]).tolist():
+            self.tfree[i].extend(self.slot[rows[tiers == i]].tolist())
+        self.tier[rows] = -1
+
+    def _grow_rings(self, rows: np.ndarray, need: np.ndarray) -> None:
+        """Move ``rows`` (unique) to the smallest tier holding ``need`` connections."""
+        caps = np.array(self.caps)
+        want = np.searchsorted(caps, need).astype(np.int8)
+        cur = self.tier[rows]
+        move = want > cur
+        if not move.any():
+            return
+        rows, want, cur = rows[move], want[move], cur[move]
+        old_slot = self.slot[rows].copy()
+        for i in np.unique(want).tolist():
+            m = want == i
+            r = rows[m]
+            slots = self._slots(i, len(r))
+            for j in np.unique(cur[m]).tolist():
+                if j < 0:
+                    continue
+                mm = cur[m] == j
+                c = self.caps[j]
+                self.tts[i][slots[mm], :c] = self.tts[j][old_slot[m][mm]]
+                self.tsz[i][slots[mm], :c] = self.tsz[j][old_slot[m][mm]]
+            self._release(r)
+            self.tier[r] = i
+            self.slot[r] = slots
+
+    def _rings(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ring contents of ``rows`` as ``(rows, widest tier)`` arrays (unused slots zero)."""
+        tiers = self.tier[rows]
+        width = self.caps[int(tiers.max(initial=0))] if len(rows) else 1
+        ts = np.zeros((len(rows), width))
+        sz = np.zeros((len(rows), width), dtype=np.float32)
+        for i in np.unique(tiers[tiers >= 0]).tolist():
+            m = tiers == i
+            c = self.caps[i]
+            ts[m, :c] = self.tts[i][self.slot[rows[m]]]
+            sz[m, :c] = self.tsz[i][self.slot[rows[m]]]
+        return ts, sz
 
     def __len__(self) -> int:
         return len(self.index)
 
     def nbytes(self) -> int:
-        """Bytes held by the numpy state (all allocated rows)."""
+        """Bytes held by the numpy state (all allocated rows and tier slots)."""
         return int(
-            self.ts.nbytes
-            + self.sz.nbytes
+            sum(a.nbytes for a in self.tts)
+            + sum(a.nbytes for a in self.tsz)
             + sum(getattr(self, n).nbytes for n in _COUNTERS + _FLOATS)
+            + self.tier.nbytes
         )
 
     def row_bytes(self) -> int:
-        """Bytes of numpy state per row."""
-        return self.ring * 12 + 8 * (len(_COUNTERS) + len(_FLOATS))
+        """Bytes of numpy state per row with a full ring."""
+        return self.ring * 12 + 8 * (len(_COUNTERS) + len(_FLOATS)) + 1
 
     def _reset(self, rows: np.ndarray, now: float) -> None:
         for name in _COUNTERS:
@@ -127,6 +199,8 @@ class PairTable:
 
     def evict_rows(self, rows: Sequence[int]) -> None:
         """Forget rows (their keys disappear, their slots are reused)."""
+        if len(rows):
+            self._release(np.asarray(rows, dtype=np.int64))
         for r in rows:
             key = self.keys[r]
             if key is not None:
@@ -158,6 +232,9 @@ class PairTable:
         if not missing.any():
             return out
         new = list(dict.fromkeys(k for k, m in zip(keys, missing.tolist(), strict=True) if m))
+        # stored keys share one string object per address (smaller in memory and in pickles)
+        new = [tuple(_intern(x) if type(x) is str else x for x in k) if type(k) is tuple else k
+               for k in new]  # fmt: skip
         need = len(new) - len(self.free)
         if need > 0 and len(self.keys) < self.max_pairs:
             cap = min(self.max_pairs, max(len(self.keys) * 2, len(self.keys) + need, 64))
@@ -169,6 +246,10 @@ class PairTable:
             cand = np.flatnonzero(used)
             bonus = self.protect_s * np.minimum(1.0, self.n[cand] / max(1, self.protect_n))
             prio = self.last[cand] + bonus
+            if need < len(cand):  # the ``need`` smallest (prio, row): a stable sort of those only
+                kth = np.partition(prio, need - 1)[need - 1]
+                low = prio <= kth
+                cand, prio = cand[low], prio[low]
             victims = cand[np.argsort(prio, kind="stable")[:need]]
             self.evict_rows(victims.tolist())
             self.evicted += len(victims)
@@ -214,8 +295,14 @@ class PairTable:
         skip = np.maximum(0, count - self.ring)[grp]
         keep = rank >= skip
         pos = (self.head[rows] + rank - skip) % self.ring
-        self.ts[rows[keep], pos[keep]] = ts[keep]
-        self.sz[rows[keep], pos[keep]] = size[keep]
+        self._grow_rings(uniq, np.minimum(self.ring, self.fill[uniq] + count))
+        rk, pk = rows[keep], pos[keep]
+        tk = self.tier[rk]
+        for i in np.unique(tk).tolist():
+            m = tk == i
+            sl = self.slot[rk[m]]
+            self.tts[i][sl, pk[m]] = ts[keep][m]
+            self.tsz[i][sl, pk[m]] = size[keep][m]
         kept = np.minimum(count, self.ring)
         self.head[uniq] = (self.head[uniq] + kept) % self.ring
         self.fill[uniq] = np.minimum(self.ring, self.fill[uniq] + kept)
@@ -233,8 +320,8 @@ class PairTable:
         """
         if len(rows) == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        t = self.ts[rows].copy()
-        t[np.arange(self.ring)[None, :] >= self.fill[rows][:, None]] = np.nan
+        t, _ = self._rings(rows)
+        t[np.arange(t.shape[1])[None, :] >= self.fill[rows][:, None]] = np.nan
         t.sort(axis=1)
         d = np.diff(t, axis=1)
         d[~(d >= merge_gap)] = np.nan
@@ -251,19 +338,14 @@ class PairTable:
     def series_flat(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`series` of many rows, concatenated: (start times, sizes, lengths)."""
         fill = self.fill[rows]
-        t = self.ts[rows]
-        valid = np.arange(self.ring)[None, :] < fill[:, None]
+        t, z = self._rings(rows)
+        valid = np.arange(t.shape[1])[None, :] < fill[:, None]
         order = np.argsort(np.where(valid, t, np.inf), axis=1, kind="stable")
         ts = np.take_along_axis(t, order, axis=1)[valid]
-        sz = np.take_along_axis(self.sz[rows], order, axis=1)[valid].astype(np.float64)
+        sz = np.take_along_axis(z, order, axis=1)[valid].astype(np.float64)
         return ts, sz, fill
 
     def series(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """The row's ring as time-sorted ``(start times, sizes)``."""
-        f = int(self.fill[row])
-        if f < self.ring:
-            t, s = self.ts[row, :f], self.sz[row, :f]
-        else:
-            t, s = self.ts[row], self.sz[row]
-        order = np.argsort(t, kind="stable")
-        return t[order], s[order].astype(np.float64)
+        ts, sz, _ = self.series_flat(np.array([row], dtype=np.int64))
+        return ts, sz

@@ -46,20 +46,21 @@ def _np_sum_rows(a: np.ndarray, n: np.ndarray) -> np.ndarray:
     s = len(a)
     if s == 0:
         return np.zeros(0)
-    w = np.zeros((s, _BLOCK))
     width = min(a.shape[1], _BLOCK)
+    full = max(8, -(-width // 8) * 8) + 8  # whole blocks, plus room for the remainder
+    w = np.zeros((s, full))
     w[:, :width] = a[:, :width]
     m = np.where(n >= 8, n - n % 8, 0)
-    col = np.arange(_BLOCK)
-    blocks = np.where(col[None, :] < m[:, None], w, 0.0).reshape(s, _BLOCK // 8, 8)
+    col = np.arange(full)
+    blocks = np.where(col[None, :] < m[:, None], w, 0.0).reshape(s, full // 8, 8)
     r = blocks[:, 0, :].copy()
-    for k in range(1, _BLOCK // 8):
+    for k in range(1, full // 8):
         r += blocks[:, k, :]
     res = ((r[:, 0] + r[:, 1]) + (r[:, 2] + r[:, 3])) + ((r[:, 4] + r[:, 5]) + (r[:, 6] + r[:, 7]))
     rows = np.arange(s)
     for t in range(8):
         j = m + t
-        res = res + np.where(j < n, w[rows, np.minimum(j, _BLOCK - 1)], 0.0)
+        res = res + np.where(j < n, w[rows, np.minimum(j, full - 1)], 0.0)
     return res
 
 

@@ -98,6 +98,30 @@ def _in(ip: str, nets: list[Any]) -> bool:
     return any(a.version == n.version and a in n for n in nets)
 
 
+def _first_positions(
+    chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], rows: np.ndarray
+) -> dict[int, list[tuple[str, int]]]:
+    """Row -> its first 8 ``(origin, offset)`` in ``chunks`` (arrival order), for ``rows``."""
+    if not chunks or len(rows) == 0:
+        return {}
+    r = np.concatenate([c[0] for c in chunks])
+    keep = np.flatnonzero(np.isin(r, rows))
+    if len(keep) == 0:
+        return {}
+    rk = r[keep]
+    order = np.argsort(rk, kind="stable")
+    srt = rk[order]
+    at = np.arange(len(srt))
+    head = np.maximum.accumulate(np.where(np.r_[True, srt[1:] != srt[:-1]], at, 0))
+    pick = keep[np.sort(order[at - head < 8])]
+    origin = np.concatenate([c[1] for c in chunks])[pick].tolist()
+    offset = np.concatenate([c[2] for c in chunks])[pick].tolist()
+    out: dict[int, list[tuple[str, int]]] = {}
+    for row, o, off in zip(r[pick].tolist(), origin, offset, strict=True):
+        out.setdefault(row, []).append((str(o), int(off)))
+    return out
+
+
 class BeaconDetector(HostWarmup, Detector):
     """Periodic check-ins per (src, dst, port) and (src, domain, port); see module docstring."""
 
@@ -178,7 +202,9 @@ class BeaconDetector(HostWarmup, Detector):
         self._allow_d = _networks(self.allow_destinations, "allow_destinations")
         self.pairs = PairTable(ring_size, max_pairs, protect_n=min_checkins)
         self.dirty: set[int] = set()
-        self.positions: dict[int, list[tuple[str, int]]] = {}
+        # this window's record positions, (rows, origins, offsets) chunks in arrival order;
+        # the first 8 of a row are its positions (materialised in close() for scored rows)
+        self.positions: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.names: dict[str, tuple[str, str]] = {}  # ip -> (query name, registered domain)
         self.domain_ips: dict[int, list[str]] = {}  # domain row -> distinct dst IPs (≤ 8)
         self.prevalence: dict[tuple[str, int], dict[str, tuple[float, float]]] = {}
@@ -243,9 +269,16 @@ class BeaconDetector(HostWarmup, Detector):
                 keys = keys + [k for _, k in extra]
                 sel = np.concatenate([idx, idx[[i for i, _ in extra]]])
         rows = self.pairs.rows(keys, now=float(flows.ts_start[idx].min()))
-        for r in self.pairs.last_fresh:  # reused rows start clean
+        fresh = self.pairs.last_fresh
+        for r in fresh:  # reused rows start clean
             self.domain_ips.pop(r, None)
-            self.positions.pop(r, None)
+        if fresh and self.positions:
+            gone = np.array(fresh, dtype=np.int64)
+            kept = []
+            for rr, oo, ff in self.positions:
+                k = ~np.isin(rr, gone)
+                kept.append((rr, oo, ff) if k.all() else (rr[k], oo[k], ff[k]))
+            self.positions = kept
         ts = flows.ts_start[sel]
         out = flows.bytes_out[sel].astype(np.float64)
         inb = flows.bytes_in[sel].astype(np.float64)
@@ -272,13 +305,7 @@ class BeaconDetector(HostWarmup, Detector):
         first = np.maximum.accumulate(np.where(np.r_[True, srt[1:] != srt[:-1]], at, 0))
         jj = ok[np.sort(order[at - first < 8])]
         kk = sel[jj]
-        positions = self.positions
-        for r, o, off in zip(
-            rows[jj].tolist(), flows.origin[kk].tolist(), flows.offset[kk].tolist(), strict=True
-        ):
-            pos = positions.setdefault(r, [])
-            if len(pos) < 8:
-                pos.append((str(o), int(off)))
+        self.positions.append((rows[jj], flows.origin[kk], flows.offset[kk]))
         dj = ok[ok >= n_ip]
         if len(dj) == 0:
             return
@@ -307,7 +334,7 @@ class BeaconDetector(HostWarmup, Detector):
                 t.scored_at[d] <= window.end - self.rescore_seconds
             )
             dirty = d[due].tolist()
-        positions, self.positions = self.positions, {}
+        chunks, self.positions = self.positions, []
         rows = np.array(sorted(dirty), dtype=np.int64)
         count, ratio = t.dispersion(rows, self.merge_gap)
         rows = rows[(count >= least - 1) & (ratio <= self.prefilter_madm)]
@@ -327,6 +354,7 @@ class BeaconDetector(HostWarmup, Detector):
             max_missed=self.max_missed,
             fold_min=self.fold_min,
         )
+        positions = _first_positions(chunks, rows)
         ends = np.cumsum(lens)
         firsts, lasts = ts[ends - lens].tolist(), ts[ends - 1].tolist()
         for r, reg, first, last in zip(rows.tolist(), regs, firsts, lasts, strict=True):
