@@ -105,9 +105,13 @@ def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes]) 
     return time.perf_counter() - t0
 
 
-def bare(backend: str, bootstrap: str, topic: str, n: int) -> float:
-    """Seconds to consume n messages with the bare client (first record → last)."""
-    got, t0 = 0, None
+def bare(backend: str, bootstrap: str, topic: str, n: int) -> tuple[float, float]:
+    """(wall s, process CPU s) to consume n messages with the bare client (first record → last).
+
+    Polls as many records at a time as the runtime does (``RuntimeConfig.max_poll_records``)."""
+    from stream.runtime import RuntimeConfig
+
+    got, t0, c0, batch = 0, None, 0.0, RuntimeConfig.max_poll_records
     if backend == "kafka-python":
         from kafka import KafkaConsumer
 
@@ -121,8 +125,9 @@ def bare(backend: str, bootstrap: str, topic: str, n: int) -> float:
             max_partition_fetch_bytes=8 << 20,
         )
         while got < n:
-            for recs in c.poll(timeout_ms=500, max_records=10_000).values():
-                t0 = t0 or time.perf_counter()
+            for recs in c.poll(timeout_ms=500, max_records=batch).values():
+                if t0 is None:
+                    t0, c0 = time.perf_counter(), time.process_time()
                 got += len(recs)
         c.close()
     else:
@@ -138,19 +143,21 @@ def bare(backend: str, bootstrap: str, topic: str, n: int) -> float:
         )
         c.subscribe([topic])
         while got < n:
-            msgs = c.consume(10_000, 0.5)
+            msgs = c.consume(batch, 0.5)
             if msgs:
-                t0 = t0 or time.perf_counter()
+                if t0 is None:
+                    t0, c0 = time.perf_counter(), time.process_time()
                 got += sum(1 for m in msgs if m.error() is None)
         c.close()
     assert t0 is not None
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def runtime(
     backend: str, bootstrap: str, topic: str, n: int, detectors: str, profile: bool
-) -> tuple[float, Any, str]:
-    """Seconds for the runtime to process n messages (first record → last), runtime, profile."""
+) -> tuple[float, float, Any, str]:
+    """(wall s, process CPU s) for the runtime to process n messages (first record → last),
+    the runtime, and the profile's top entries (by own time, then slowburn's by cumulative)."""
     from pipelines.config import Settings
     from stream.kafka.base import ClientSettings
     from stream.runtime import Runtime, RuntimeConfig
@@ -173,9 +180,9 @@ def runtime(
     def watch() -> None:
         while rt.records < n and not rt._stop.is_set():
             if rt.records and "first" not in marks:
-                marks["first"] = time.perf_counter()
+                marks["first"], marks["first_cpu"] = time.perf_counter(), time.process_time()
             time.sleep(0.01)
-        marks["last"] = time.perf_counter()
+        marks["last"], marks["last_cpu"] = time.perf_counter(), time.process_time()
         rt.stop()
 
     threading.Thread(target=watch, daemon=True).start()
@@ -188,32 +195,45 @@ def runtime(
     text = ""
     if prof:
         buf = io.StringIO()
-        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(18)
+        stats = pstats.Stats(prof, stream=buf)
+        stats.sort_stats("tottime").print_stats(18)
+        stats.sort_stats("cumulative").print_stats(r"/stream/", 14)
         text = buf.getvalue()
-    return marks["last"] - marks.get("first", marks["last"]), rt, text
+    wall = marks["last"] - marks.get("first", marks["last"])
+    cpu = marks["last_cpu"] - marks.get("first_cpu", marks["last_cpu"])
+    return wall, cpu, rt, text
 
 
 def in_memory(values: list[bytes], detectors: str) -> tuple[float, float]:
-    """(decode-only s, decode + engine s) without Kafka: the detector ceiling."""
+    """(decode-only, decode + engine) CPU s without Kafka: the detector ceiling.
+
+    With the runtime's garbage-collector setting (RuntimeConfig.gc_young_threshold)."""
+    import gc
+
     from pipelines.config import Settings
     from stream.decoders import get_decoder
     from stream.decoders.base import Message
+    from stream.runtime import RuntimeConfig
 
     settings = Settings.from_mapping(EXFIL_ONLY if detectors == "exfil" else {})
     msgs = [Message(v, "bench/0", i) for i, v in enumerate(values)]
     dec = get_decoder("goflow2-json")
-    t0 = time.perf_counter()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(RuntimeConfig.gc_young_threshold or thresholds[0], *thresholds[1:])
+    t0 = time.process_time()
     for i in range(0, len(msgs), 10_000):
         dec.decode(msgs[i : i + 10_000])
-    t_dec = time.perf_counter() - t0
+    t_dec = time.process_time() - t0
     from pipelines.records import annotate_direction
 
     dec, engine = get_decoder("goflow2-json"), settings.build_engine()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for i in range(0, len(msgs), 10_000):
         res = dec.decode(msgs[i : i + 10_000])
         engine.process(annotate_direction(res.flows, settings.home))
-    return t_dec, time.perf_counter() - t0
+    t_eng = time.process_time() - t0
+    gc.set_threshold(*thresholds)
+    return t_dec, t_eng
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backends", default="kafka-python,confluent")
     ap.add_argument("--detectors", choices=("all", "exfil"), default="all")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument(
+        "--profile", default="last", help="backends to profile (comma list; default the last)"
+    )
     args = ap.parse_args(argv)
     n = 50_000 if args.smoke else args.n
     logging.basicConfig(level=logging.WARNING)
@@ -249,24 +272,26 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(f"produced in {produce(bootstrap, topic, values, keys):.1f} s\n")
         t_dec, t_eng = in_memory(values, args.detectors)
         sys.stdout.write(
-            f"in memory, no Kafka, one engine: decode {n / t_dec:,.0f} msg/s, "
-            f"decode + engine ({args.detectors}) {n / t_eng:,.0f} msg/s\n"
+            f"in memory, no Kafka, one engine: decode {n / t_dec:,.0f} msg/CPU-s, "
+            f"decode + engine ({args.detectors}) {n / t_eng:,.0f} msg/CPU-s\n"
         )
         del values, keys
         backends = args.backends.split(",")
         for backend in backends:
-            tb = bare(backend, bootstrap, topic, n)
-            tr, rt, _ = runtime(backend, bootstrap, topic, n, args.detectors, profile=False)
+            tb, cb = bare(backend, bootstrap, topic, n)
+            tr, cr, rt, _ = runtime(backend, bootstrap, topic, n, args.detectors, profile=False)
             flows = sum(ps.engine.stats["flows"] for ps in rt.parts.values())
             sys.stdout.write(
                 f"{backend:13s} bare {n / tb:>9,.0f} msg/s | runtime {n / tr:>9,.0f} msg/s "
                 f"({flows / tr:>9,.0f} flows/s, {rt.sent_alerts} alerts) | "
                 f"runtime/bare time ratio {tr / tb:.2f}\n"
+                f"{'':13s} CPU s of this process: bare {cb:.1f} ({n / cb:,.0f} msg/CPU-s) | "
+                f"runtime {cr:.1f} ({flows / cr:,.0f} flows/CPU-s) | CPU ratio {cr / cb:.2f}\n"
             )
             sys.stdout.flush()
-        if not args.no_profile:
-            backend = backends[-1]
-            _t, _rt, prof = runtime(backend, bootstrap, topic, n, args.detectors, profile=True)
+        profiled = backends[-1:] if args.profile == "last" else args.profile.split(",")
+        for backend in [] if args.no_profile else profiled:
+            *_x, prof = runtime(backend, bootstrap, topic, n, args.detectors, profile=True)
             sys.stdout.write(f"cProfile of the runtime ({backend}), top by own time:\n{prof}\n")
     finally:
         if broker is not None:

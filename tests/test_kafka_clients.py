@@ -89,6 +89,48 @@ def test_backend_roundtrip(kafka, topic_name, backend) -> None:  # type: ignore[
 
 
 @pytest.mark.kafka
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_poll_batches_messages_carry_every_field(kafka, topic_name, backend) -> None:  # type: ignore[no-untyped-def]
+    """The column-wise Message building: value (tombstone -> b""), key, peer header,
+    transport time, per-partition order, across several partitions and polls."""
+    client = ClientSettings(bootstrap_servers=kafka.bootstrap)
+    admin = make_admin(backend, client)
+    try:
+        admin.ensure_topic(topic_name, 3)
+    finally:
+        admin.close()
+    prod = make_producer(backend, client)
+    sent: dict[int, list[tuple[bytes, bytes | None, str]]] = {0: [], 1: [], 2: []}
+    t0 = time.time()
+    for i in range(900):
+        part, key = i % 3, (f"k{i}".encode() if i % 4 else None)
+        value = b"" if i % 50 == 7 else f"v{i}".encode()
+        peer = f"192.0.2.{i % 9}" if i % 5 == 0 else ""
+        headers = [("x", b"1"), ("peer", peer.encode())] if peer else []
+        prod.send(topic_name, value or None, key=key, headers=headers, partition=part)
+        sent[part].append((value, key, peer))
+    prod.flush()
+    prod.close()
+    cons = make_consumer(backend, client, "g-" + topic_name, session_timeout_s=10.0)
+    got: dict[int, list[Message]] = {0: [], 1: [], 2: []}
+    try:
+        cons.subscribe([topic_name])
+        deadline = time.monotonic() + 60
+        while sum(map(len, got.values())) < 900 and time.monotonic() < deadline:
+            for (topic, part), msgs in cons.poll_batches(0.5, 128).items():
+                assert topic == topic_name
+                got[part].extend(msgs)
+    finally:
+        cons.close()
+    for part, want in sent.items():
+        msgs = got[part]
+        assert [(m.value, m.key, m.peer) for m in msgs] == want
+        assert [m.offset for m in msgs] == list(range(len(want)))
+        assert {m.origin for m in msgs} == {f"{topic_name}/{part}"}
+        assert all(m.timestamp is not None and abs(m.timestamp - t0) < 120 for m in msgs)
+
+
+@pytest.mark.kafka
 def test_both_backends_put_a_key_on_the_same_partition(kafka, topic_name) -> None:  # type: ignore[no-untyped-def]
     client = ClientSettings(bootstrap_servers=kafka.bootstrap)
     a = _roundtrip("kafka-python", client, topic_name + "-a", "ga-" + topic_name)

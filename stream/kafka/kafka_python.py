@@ -22,6 +22,7 @@ from kafka import (
     TopicPartition,
 )
 from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
@@ -36,12 +37,16 @@ from stream.kafka.base import (
     InRecord,
     ProducerClient,
     RebalanceQueue,
-    peer_of,
+    messages_of,
 )
 
 __all__ = ["KPAdmin", "KPConsumer", "KPProducer"]
 
 log = logging.getLogger(__name__)
+
+_VALUE, _OFFSET, _KEY, _HEADERS, _TIMESTAMP = map(
+    ConsumerRecord._fields.index, ("value", "offset", "key", "headers", "timestamp")
+)
 
 
 class _Redact(logging.Filter):
@@ -161,18 +166,17 @@ class KPConsumer(ConsumerClient):
         got = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         out: dict[TP, list[Message]] = {}
         for tp, recs in got.items():
-            origin = f"{tp.topic}/{tp.partition}"
-            out[(tp.topic, tp.partition)] = [
-                Message(
-                    r.value if r.value is not None else b"",
-                    origin,
-                    r.offset,
-                    r.key,
-                    peer_of(r.headers) if r.headers else "",
-                    r.timestamp / 1000.0 if r.timestamp and r.timestamp > 0 else None,
-                )
-                for r in recs
-            ]
+            if not recs:
+                continue
+            cols = list(zip(*recs, strict=True))  # ConsumerRecord namedtuples, transposed in C
+            out[(tp.topic, tp.partition)] = messages_of(
+                f"{tp.topic}/{tp.partition}",
+                cols[_VALUE],
+                cols[_OFFSET],
+                cols[_KEY],
+                cols[_HEADERS],
+                cols[_TIMESTAMP],
+            )
         return out
 
     def lag(self, tps: Iterable[TP]) -> dict[TP, int]:
