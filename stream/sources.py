@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from stream.decoders import get_decoder
-from stream.decoders.base import Decoder, DecodeResult, Message
+from stream.decoders.base import Decoder, DecodeResult, MessageBlock
 from stream.exceptions import SourceError
 
 __all__ = ["format_for_path", "iter_file", "iter_messages", "open_text"]
@@ -79,24 +79,56 @@ def format_for_path(path: str | os.PathLike[str]) -> str:
     return "auto"
 
 
-def iter_messages(path: str | os.PathLike[str], chunk: int = 65536) -> Iterator[list[Message]]:
-    """Non-empty lines of a (possibly gzipped) file as Messages, ``chunk`` at a time."""
+_BLOCK = 1 << 22
+
+
+def _numbered(lines: list[bytes], first: int) -> tuple[list[bytes], list[int] | range]:
+    """The non-blank lines of ``lines`` (trailing CRs cut) and their 1-based line numbers."""
+    if lines and min(lines)[:1] > b" ":  # no line is empty or starts with whitespace
+        return lines, range(first, first + len(lines))
+    keep = [(i, v) for i, v in enumerate(lines, first) if v.strip()]
+    return [v for _i, v in keep], [i for i, _v in keep]
+
+
+def iter_messages(path: str | os.PathLike[str], chunk: int = 65536) -> Iterator[MessageBlock]:
+    """Non-empty lines of a (possibly gzipped) file as Messages, ``chunk`` at a time.
+
+    The file is read in large blocks and split; each batch is a :class:`MessageBlock`
+    (``origin=str(path)``, ``offset`` = the 1-based line number), not one object per line.
+    """
     origin = str(path)
-    batch: list[Message] = []
+    chunk = max(int(chunk), 1)
+    values: list[bytes] = []
+    offsets: list[int] = []
+    lineno = 1  # number of the next line to split off
+    carry = b""
     try:
         with _open(path) as f:
-            for lineno, line in enumerate(f, 1):
-                value = line.rstrip(b"\r\n")
-                if not value.strip():
-                    continue
-                batch.append(Message(value, origin, lineno))
-                if len(batch) >= chunk:
-                    yield batch
-                    batch = []
+            while True:
+                block = f.read(_BLOCK)
+                if not block:
+                    break
+                if carry:
+                    block = carry + block
+                lines = block.split(b"\n")
+                carry = lines.pop()
+                if b"\r" in block:
+                    lines = [v.rstrip(b"\r") for v in lines]
+                got, nums = _numbered(lines, lineno)
+                lineno += len(lines)
+                values += got
+                offsets += nums
+                while len(values) >= chunk:
+                    yield MessageBlock(values[:chunk], origin, offsets[:chunk])
+                    del values[:chunk], offsets[:chunk]
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise SourceError(f"error reading {path}: {exc}") from exc
-    if batch:
-        yield batch
+    if carry:
+        got, nums = _numbered([carry.rstrip(b"\r")], lineno)
+        values += got
+        offsets += nums
+    for i in range(0, len(values), chunk):
+        yield MessageBlock(values[i : i + chunk], origin, offsets[i : i + chunk])
 
 
 def iter_file(

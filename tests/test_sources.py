@@ -139,3 +139,50 @@ def test_decode_output_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["decode", str(out)]) == 0
     again, err = capsys.readouterr()
     assert again == first and "0 dead letters" in err
+
+
+def _reference_lines(path: Path) -> list[tuple[bytes, int]]:
+    """The line semantics of iter_messages, spelled out line by line."""
+    out = []
+    with path.open("rb") as f:
+        for lineno, line in enumerate(f, 1):
+            value = line.rstrip(b"\r\n")
+            if value.strip():
+                out.append((value, lineno))
+    return out
+
+
+def test_iter_messages_blocks_equal_line_by_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stream.sources as sources
+
+    monkeypatch.setattr(sources, "_BLOCK", 7)  # lines straddle many read blocks
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(b'{"a":1}\r\n\n  \n{"b":2}\n\t{"c":3}\r\r\n\n{"d":4}\n' * 5 + b'{"e":5}')
+    for chunk in (1, 3, 100):
+        got = [(m.value, m.offset) for b in iter_messages(p, chunk=chunk) for m in b]
+        assert got == _reference_lines(p)
+        sizes = [len(b) for b in iter_messages(p, chunk=chunk)]
+        assert all(s == chunk for s in sizes[:-1])
+
+
+def test_tagged_zeek_batch_path_equals_general_path() -> None:
+    from stream.decoders.base import MessageBlock
+    from stream.decoders.zeek import ZeekJsonDecoder
+
+    conn = b'{"conn":{"ts":%d.5,"id.orig_h":"10.0.0.1","id.orig_p":1,"id.resp_h":"10.0.0.%d","id.resp_p":80,"proto":"tcp","conn_state":"S0","orig_pkts":2}}'
+    dns = b'{"dns":{"ts":%d.5,"id.orig_h":"10.0.0.1","id.orig_p":5,"id.resp_h":"10.0.0.%d","id.resp_p":53,"proto":"udp","query":"a.b","qtype":1,"answers":["1.2.3.4"]}}'
+    values = [(conn if i % 3 else dns) % (i, i % 200 + 1) for i in range(100)]
+    values[37] = b'{"conn":{"ts":1,"id.orig_h":"10.0.0.1"'  # truncated
+    values[61] = b'{"dns":{"ts":2,"id.orig_h":"bogus","id.resp_h":"10.0.0.9","query":"q"}}'
+    block = MessageBlock(values, "f", range(1, 101))
+    for chunk in (8, 512):
+        fast = ZeekJsonDecoder(chunk=chunk).decode(block)
+        slow = ZeekJsonDecoder(chunk=chunk).decode_chunks(list(block))
+        assert list(fast.flows.rows()) == list(slow.flows.rows())
+        assert list(fast.dns.rows()) == list(slow.dns.rows())
+        assert [(d.reason, d.offset) for d in fast.dead] == [
+            (d.reason, d.offset) for d in slow.dead
+        ]
+        assert [d.offset for d in fast.dead] == [38, 62] and len(fast.flows) == 64

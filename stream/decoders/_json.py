@@ -36,7 +36,14 @@ import msgspec
 import numpy as np
 
 from pipelines.records import DnsBatch, FlowBatch
-from stream.decoders.base import MAX_MESSAGE_BYTES, DeadLetter, Decoder, DecodeResult, Message
+from stream.decoders.base import (
+    MAX_MESSAGE_BYTES,
+    DeadLetter,
+    Decoder,
+    DecodeResult,
+    Message,
+    MessageBlock,
+)
 
 __all__ = [
     "COUNTER_MAX",
@@ -59,6 +66,8 @@ __all__ = [
     "proto_number",
     "proto_numbers",
     "typed_decode",
+    "values_of",
+    "where_of",
 ]
 
 #: Counters are bounded so that ``counter * sampling_rate`` always fits in int64.
@@ -119,7 +128,35 @@ def proto_number(value: Any) -> int:
 
 
 _IP_CACHE: dict[str, str | None] = {}
-_WHERE = attrgetter("origin", "offset")
+_VALUE = attrgetter("value")
+_ORIGIN = attrgetter("origin")
+_OFFSET = attrgetter("offset")
+
+
+def values_of(messages: Sequence[Message]) -> list[bytes]:
+    """The ``value`` of every message (a :class:`MessageBlock` already holds them as a list)."""
+    if isinstance(messages, MessageBlock):
+        return messages.values
+    return list(map(_VALUE, messages))
+
+
+def where_of(messages: Sequence[Message]) -> tuple[Any, np.ndarray]:
+    """(origin column, offset column as int64) of the messages, for a batch's audit trail.
+
+    >>> where_of(MessageBlock([b"x", b"y"], "f", range(4, 6)))
+    (['f', 'f'], array([4, 5]))
+    >>> where_of([Message(b"x", "t/0", 9)])
+    (['t/0'], array([9]))
+    """
+    n = len(messages)
+    if isinstance(messages, MessageBlock):
+        off = messages.offsets
+        if isinstance(off, range):
+            return [messages.origin] * n, np.arange(off.start, off.stop, off.step, dtype=np.int64)
+        return [messages.origin] * n, np.asarray(off, dtype=np.int64)
+    return list(map(_ORIGIN, messages)), np.fromiter(
+        map(_OFFSET, messages), dtype=np.int64, count=n
+    )
 
 
 def _ipv4(value: str) -> bool:
@@ -259,7 +296,7 @@ def typed_decode(
     name: str,
     alt: msgspec.json.Decoder[Any] | None = None,
     alt_out: tuple[list[Any], list[Message]] | None = None,
-) -> tuple[list[Any], list[Message], list[DeadLetter]]:
+) -> tuple[list[Any], Sequence[Message], list[DeadLetter]]:
     """Decode each message with ``dec``; return (structs, their messages, dead letters).
 
     The common case (every message decodes) runs as one comprehension; a batch with a
@@ -267,13 +304,14 @@ def typed_decode(
     message's schema (e.g. an older key spelling); its Structs and messages are appended
     to the two lists of ``alt_out``.
     """
-    values = [m.value for m in messages]
+    values = values_of(messages)
     if not values:
         return [], [], []
     decode = dec.decode
     if max(map(len, values)) <= MAX_MESSAGE_BYTES:
         try:
-            return list(map(decode, values)), list(messages), []
+            recs = list(map(decode, values))
+            return recs, messages if isinstance(messages, MessageBlock) else list(messages), []
         except (
             msgspec.DecodeError,
             msgspec.ValidationError,
@@ -318,29 +356,36 @@ def column(recs: list[Any], attr: str) -> list[Any]:
 
 
 class Columns:
-    """All field columns of a batch of Structs, transposed in one pass (``col("bytes")``).
+    """Field columns of a batch of Structs (``col("bytes")``), each extracted on first use.
 
-    One ``astuple`` per record and one ``zip`` beats one attribute pass per column when
-    most fields of a wide Struct are needed (each pass walks every record again). Records must share
-    their field list (one Struct type, or types differing only in encoded key names).
+    Only the fields a batch needs are walked (a wide Struct has many that are mostly
+    unset); :meth:`all_none` checks several rarely-set fields in one pass.
+
+    >>> class R(msgspec.Struct):
+    ...     a: int = 0
+    ...     b: Any = None
+    ...     c: Any = None
+    >>> col = Columns([R(1), R(2, c=3)])
+    >>> col("a"), col.all_none("b"), col.all_none("b", "c")
+    ([1, 2], True, False)
     """
 
     def __init__(self, recs: Sequence[Any]) -> None:
+        self.recs = recs
         self.n = len(recs)
-        self.cols: dict[str, Sequence[Any]] = {}
-        if not recs:
-            return
-        types: set[Any] = set(map(type, recs))
-        names = next(iter(types)).__struct_fields__
-        if any(t.__struct_fields__ != names for t in types):
-            self.cols = {name: column(list(recs), name) for name in names}
-        else:
-            self.cols = dict(
-                zip(names, zip(*map(msgspec.structs.astuple, recs), strict=True), strict=True)
-            )
+        self.cols: dict[str, list[Any]] = {}
 
-    def __call__(self, attr: str) -> Sequence[Any]:
-        return self.cols[attr] if self.n else ()
+    def __call__(self, attr: str) -> list[Any]:
+        got = self.cols.get(attr)
+        if got is None:
+            got = self.cols[attr] = list(map(attrgetter(attr), self.recs))
+        return got
+
+    def all_none(self, *attrs: str) -> bool:
+        """True if every record has None in every one of ``attrs``."""
+        if len(attrs) == 1 or attrs[0] in self.cols:
+            return all(self(a).count(None) == self.n for a in attrs)
+        return list(map(attrgetter(*attrs), self.recs)).count((None,) * len(attrs)) == self.n
 
 
 def canon_ips(values: list[Any]) -> list[str | None]:
@@ -364,7 +409,15 @@ def proto_numbers(values: list[Any]) -> list[int]:
     """:func:`proto_number` over a column."""
     try:
         return list(map(_PROTO_CACHE.__getitem__, values))
-    except (KeyError, TypeError):
+    except KeyError:
+        pass
+    except TypeError:
+        return [proto_number(v) for v in values]
+    try:
+        for v in set(values):
+            proto_number(v)
+        return list(map(_PROTO_CACHE.__getitem__, values))
+    except (KeyError, TypeError):  # a value proto_number does not cache
         return [proto_number(v) for v in values]
 
 
@@ -393,7 +446,7 @@ def finish_flows(
         cols["src"] = [s or "" for s in src]
         cols["dst"] = [d or "" for d in dst]
         cols["proto"] = [max(p, 0) for p in proto]
-    cols["origin"], cols["offset"] = zip(*map(_WHERE, msgs), strict=True)
+    cols["origin"], cols["offset"] = where_of(msgs)
     batch = FlowBatch.from_columns(cols)
     if not (bad_ip or bad_proto) and bool(finite_t.all()):
         return batch
@@ -428,7 +481,7 @@ def finish_dns(
     if bad_ip:
         cols["src"] = [s or "" for s in src]
         cols["dst"] = [d or "" for d in dst]
-    cols["origin"], cols["offset"] = zip(*map(_WHERE, msgs), strict=True)
+    cols["origin"], cols["offset"] = where_of(msgs)
     batch = DnsBatch.from_columns(cols)
     if not bad_ip and bool(good_t.all()):
         return batch

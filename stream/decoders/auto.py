@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any, ClassVar
 
 from stream.decoders import get_decoder
-from stream.decoders._json import classify
+from stream.decoders._json import classify, values_of
 from stream.decoders.base import MAX_MESSAGE_BYTES, DeadLetter, Decoder, DecodeResult, Message
 from stream.decoders.goflow2_json import Goflow2JsonDecoder
 from stream.decoders.pmacct import PmacctDecoder
@@ -40,6 +41,9 @@ __all__ = ["AutoDecoder", "sniff_format"]
 log = logging.getLogger(__name__)
 
 _WS = b" \t\r\n"
+#: A Zeek record tagged the way zeek-kafka writes it (``tag_json=T``, ``ts`` first). Checked
+#: before every other format, so that a whole batch of them is recognised by one prefix test.
+_ZEEK_TAGGED = (b'{"conn":{"ts":', b'{"dns":{"ts":')
 
 
 def _looks_like_pb(value: bytes) -> bool:
@@ -77,6 +81,8 @@ def sniff_format(value: bytes) -> str | None:
     """
     if not value:
         return None
+    if value.startswith(_ZEEK_TAGGED):  # zeek-kafka tag_json layout: no other format has it
+        return "zeek-json"
     first = value[:1]
     if first == b"[" and value[:80].replace(b" ", b"")[:2] == b"[{":
         return "summary" if b'"kind":"pkt"' in value[:80].replace(b" ", b"") else None
@@ -151,6 +157,8 @@ def _fast_check(fmt: str, value: bytes, clean: frozenset[str]) -> bool:
     >>> _fast_check("zeek-json", w, _clean_formats([v, w])), sniff_format(w)
     (False, 'suricata')
     """
+    if value.startswith(_ZEEK_TAGGED):
+        return fmt == "zeek-json"
     if fmt not in clean or value[:1] != b"{":
         return False
     return bool(_FAST[fmt][1](value))
@@ -207,8 +215,29 @@ class AutoDecoder(Decoder):
             m, "unknown_format", "no input format recognises this message", self.name
         )
 
+    def _whole(self, messages: Sequence[Message]) -> str | None:
+        """The format of every message, when one cheap test proves them all of one format.
+
+        Exactly what :func:`sniff_format` would say for each: a batch of zeek-kafka tagged
+        records (the ``slowburn simulate`` output) is recognised by its prefix alone.
+        """
+        values = values_of(messages)
+        if not values or max(map(len, values)) > MAX_MESSAGE_BYTES:
+            return None
+        try:
+            tagged = sum(map(bytes.startswith, values, repeat(_ZEEK_TAGGED)))
+        except TypeError:  # a value that is not bytes
+            return None
+        if tagged != len(values) or (self.formats is not None and "zeek-json" not in self.formats):
+            return None
+        return "zeek-json"
+
     def decode(self, messages: Sequence[Message]) -> DecodeResult:
         out = DecodeResult()
+        whole = self._whole(messages)
+        if whole is not None:
+            self._dispatch(whole, messages, out, tagged=True)
+            return out
         groups: dict[str, list[Message]] = {}
         last: dict[str, str | None] = {}  # origin -> format of its previous message
         clean = _clean_formats([m.value for m in messages]) if len(messages) > 1 else frozenset()
@@ -226,24 +255,37 @@ class AutoDecoder(Decoder):
                 continue
             groups.setdefault(fmt, []).append(m)
         for fmt, msgs in groups.items():
-            dec = self._decoder(fmt)
-            if dec is None:
-                out.dead.extend(
-                    DeadLetter.of(
-                        m, "unknown_format", f"decoder for {fmt} is not installed", self.name
-                    )
-                    for m in msgs
-                )
-                continue
-            try:
-                out.extend(dec.decode(msgs))
-            except Exception as exc:  # a decoder bug must not stop the stream
-                log.exception("decoder %s raised on a batch of %d messages", fmt, len(msgs))
-                out.dead.extend(
-                    DeadLetter.of(m, "bad_value", f"{fmt} decoder error: {exc!r}", self.name)
-                    for m in msgs
-                )
+            self._dispatch(fmt, msgs, out)
         return out
+
+    def _dispatch(
+        self, fmt: str, msgs: Sequence[Message], out: DecodeResult, tagged: bool = False
+    ) -> None:
+        """Decode ``msgs`` with ``fmt``'s decoder into ``out``; ``tagged``: all are zeek-kafka
+        tagged records (checked by :meth:`_whole`)."""
+        dec = self._decoder(fmt)
+        if dec is None:
+            out.dead.extend(
+                DeadLetter.of(m, "unknown_format", f"decoder for {fmt} is not installed", self.name)
+                for m in msgs
+            )
+            return
+        try:
+            if tagged and isinstance(dec, ZeekJsonDecoder):
+                got = dec.decode(msgs, assume_tagged=True)
+            else:
+                got = dec.decode(msgs)
+        except Exception as exc:  # a decoder bug must not stop the stream
+            log.exception("decoder %s raised on a batch of %d messages", fmt, len(msgs))
+            out.dead.extend(
+                DeadLetter.of(m, "bad_value", f"{fmt} decoder error: {exc!r}", self.name)
+                for m in msgs
+            )
+            return
+        if not (len(out.flows) or len(out.dns) or out.dead or out.ignored):
+            out.flows, out.dns, out.dead, out.ignored = got.flows, got.dns, got.dead, got.ignored
+        else:
+            out.extend(got)
 
     def flush(self) -> DecodeResult:
         out = DecodeResult()

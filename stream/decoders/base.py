@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import copyreg
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from itertools import repeat
+from typing import ClassVar, overload
 
 import msgspec
 
 from pipelines.records import DnsBatch, FlowBatch
 
-__all__ = ["MAX_MESSAGE_BYTES", "DeadLetter", "DecodeResult", "Decoder", "Message"]
+__all__ = ["MAX_MESSAGE_BYTES", "DeadLetter", "DecodeResult", "Decoder", "Message", "MessageBlock"]
 
 
 def _reduce_json_decoder(d: msgspec.json.Decoder) -> tuple[object, tuple[object, ...]]:  # type: ignore[type-arg]
@@ -62,6 +63,53 @@ class Message:
     key: bytes | None = None
     peer: str = ""
     timestamp: float | None = None
+
+
+class MessageBlock(Sequence[Message]):
+    """Messages from one origin held as two parallel sequences, values and offsets.
+
+    A file read line by line makes one block per chunk instead of one :class:`Message`
+    object per line; decoders that know blocks read :attr:`values` and :attr:`offsets`
+    directly, any other code sees an ordinary sequence of Messages (made on access).
+
+    >>> b = MessageBlock([b"a", b"b", b"c"], "f.json", range(3, 6))
+    >>> len(b), b[1], [m.offset for m in b[1:]]
+    (3, Message(value=b'b', origin='f.json', offset=4, key=None, peer='', timestamp=None), [4, 5])
+    """
+
+    __slots__ = ("offsets", "origin", "values")
+
+    def __init__(
+        self, values: list[bytes], origin: str = "", offsets: Sequence[int] | None = None
+    ) -> None:
+        self.values = values
+        self.origin = origin
+        self.offsets: Sequence[int] = range(len(values)) if offsets is None else offsets
+        if len(self.offsets) != len(values):
+            raise ValueError("MessageBlock values and offsets differ in length")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @overload
+    def __getitem__(self, index: int) -> Message: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> MessageBlock: ...
+
+    def __getitem__(self, index: int | slice) -> Message | MessageBlock:
+        if isinstance(index, slice):
+            return MessageBlock(self.values[index], self.origin, self.offsets[index])
+        return Message(self.values[index], self.origin, self.offsets[index])
+
+    def __iter__(self) -> Iterator[Message]:
+        return map(Message, self.values, repeat(self.origin), self.offsets)
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return MessageBlock, (self.values, self.origin, self.offsets)
+
+    def __repr__(self) -> str:
+        return f"MessageBlock({len(self)} messages from {self.origin!r})"
 
 
 @dataclass(slots=True)

@@ -122,18 +122,17 @@ class Goflow2JsonDecoder(ChunkedDecoder):
         out = DecodeResult()
         v1: tuple[list[Any], list[Message]] = ([], [])
         recs, ok, out.dead = typed_decode(self._v2, messages, self.name, alt=self._v1, alt_out=v1)
-        if v1[0]:
-            v1 = self._ip_only(v1[0], v1[1], out)
+        v1_recs, v1_ok = self._ip_only(v1[0], v1[1], out) if v1[0] else v1
         recs, ok = self._ip_only(recs, ok, out)
         out.flows = self._columns(recs, ok, 1e-9, out.dead)
-        if v1[0]:
-            out.flows = FlowBatch.concat([out.flows, self._columns(v1[0], v1[1], 1.0, out.dead)])
+        if v1_recs:
+            out.flows = FlowBatch.concat([out.flows, self._columns(v1_recs, v1_ok, 1.0, out.dead)])
         return out
 
     @staticmethod
     def _ip_only(
-        recs: list[Any], ok: list[Message], out: DecodeResult
-    ) -> tuple[list[Any], list[Message]]:
+        recs: list[Any], ok: Sequence[Message], out: DecodeResult
+    ) -> tuple[list[Any], Sequence[Message]]:
         if set(column(recs, "etype")) <= _IP_ETYPES:
             return recs, ok
         keep = [i for i, r in enumerate(recs) if r.etype in _IP_ETYPES]
@@ -141,7 +140,7 @@ class Goflow2JsonDecoder(ChunkedDecoder):
         return [recs[i] for i in keep], [ok[i] for i in keep]
 
     def _columns(
-        self, recs: list[Any], ok: list[Message], scale: float, dead: list[DeadLetter]
+        self, recs: list[Any], ok: Sequence[Message], scale: float, dead: list[DeadLetter]
     ) -> FlowBatch:
         if not recs:
             return FlowBatch.empty()

@@ -15,36 +15,41 @@ Other log types (http, ssl, ...) are counted as ``ignored``.
 >>> row = next(r.flows.rows())
 >>> row["bytes_out"], row["bytes_in"], row["payload_out"], row["ts_end"], row["service"], r.ignored
 (360, 2208, 100, 1707834883.0, 'ssl', 1)
->>> tsv = ZeekTsvDecoder()
->>> lines = [b"#separator \\x09", b"#path\tdns", b"#fields\tts\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tquery\tqtype\trcode\tanswers",
-...          b"#types\ttime\taddr\tport\taddr\tport\tenum\tstring\tcount\tcount\tvector[string]",
-...          b"1707834880.1\t10.0.0.5\t5353\t10.0.0.53\t53\tudp\texample.com\t1\t0\t93.184.216.34,1.2.3.4"]
->>> d = tsv.decode([Message(v, "dns.log", i + 1) for i, v in enumerate(lines)])
->>> d.dns.query.tolist(), d.dns.answers_n.tolist(), d.dns.answers.tolist(), d.ignored
-(['example.com'], [2], ['93.184.216.34,1.2.3.4'], 4)
+
+The TSV decoder (:class:`ZeekTsvDecoder`) is in :mod:`stream.decoders.zeek_tsv`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import repeat
+from operator import attrgetter
 from typing import Annotated, Any, ClassVar
 
 import msgspec
+import numpy as np
 
 from stream.decoders._json import (
     ChunkedDecoder,
     Columns,
     Counter,
     Port,
-    classify,
     column,
     finish_dns,
     finish_flows,
     parse_ts_many,
     typed_decode,
+    values_of,
 )
-from stream.decoders.base import MAX_MESSAGE_BYTES, DeadLetter, Decoder, DecodeResult, Message
+from stream.decoders._zeek_batch import decode_batch
+from stream.decoders.base import (
+    MAX_MESSAGE_BYTES,
+    DeadLetter,
+    DecodeResult,
+    Message,
+    MessageBlock,
+)
 
 __all__ = ["ZeekJsonDecoder", "ZeekTsvDecoder"]
 
@@ -91,6 +96,18 @@ _TaggedUnder = msgspec.defstruct(
     "ZeekTaggedUnder", [("conn", _Under | None, None), ("dns", _Under | None, None)]
 )
 _TAG = re.compile(rb'\s*\{\s*"([A-Za-z0-9_]+)"\s*:\s*\{')
+#: what :data:`_TAG` matches with group conn/dns, in the spelling zeek-kafka writes
+_TAG_PREFIXES = (b'{"conn":{', b'{"dns":{')
+_CONN = attrgetter("conn")
+_DNS = attrgetter("dns")
+
+
+def _pick(msgs: Sequence[Message], index: list[int]) -> Sequence[Message]:
+    """The messages at ``index`` (a :class:`MessageBlock` stays one)."""
+    if isinstance(msgs, MessageBlock):
+        values, offsets = msgs.values, msgs.offsets
+        return MessageBlock([values[i] for i in index], msgs.origin, [offsets[i] for i in index])
+    return [msgs[i] for i in index]
 
 
 def _kind(r: Any) -> str:
@@ -110,22 +127,11 @@ def _kind(r: Any) -> str:
     return "other"
 
 
-_Columns = Columns
-
-
-def _or(values: Sequence[Any], default: Any) -> Sequence[Any]:
-    if None not in values:
-        return values
-    return [default if v is None else v for v in values]
-
-
 def _kinds(recs: list[Any], col: _Columns) -> list[str]:
     """:func:`_kind` of every record; column-wise for the common bare conn/dns batch."""
     n = len(recs)
     if not (
-        col("at_stream").count(None) == n
-        and col("at_path").count(None) == n
-        and col("path").count(None) == n
+        col.all_none("at_stream", "at_path", "path")
         and None not in col("ts")
         and None not in col("orig_h")
         and None not in col("resp_h")
@@ -148,7 +154,42 @@ def _kinds(recs: list[Any], col: _Columns) -> list[str]:
     ]  # fmt: skip
     if "" in fast:
         return [k or _kind(r) for k, r in zip(fast, recs, strict=True)]
-    return fast
+    return fast if len(fast) == n else [_kind(r) for r in recs]
+
+
+def _one_kind(col: _Columns, tag: str | None) -> str | None:
+    """'conn' or 'dns' if :func:`_kind` gives that for every record, else None (ask each).
+
+    ``tag`` is the zeek-kafka tag every record came under (then no record may carry a
+    path field of its own). Checked column-wise, with as few field passes as possible.
+    """
+    if not col.n or not col.all_none("at_stream", "at_path", "path"):
+        return None
+    if None in col("ts") or None in col("orig_h") or None in col("resp_h"):
+        return None
+    if tag is not None:
+        return tag
+    if col.all_none("query", "qtype", "rcode", "answers"):
+        states = col("conn_state")
+        if None in states:
+            pkts = col("orig_pkts")
+            if any(c is None and p is None for c, p in zip(states, pkts, strict=True)):
+                return None
+        return "conn"
+    if None not in col("query"):
+        return "dns"
+    if all(q is not None or t is not None for q, t in zip(col("query"), col("qtype"), strict=True)):
+        return "dns"
+    return None
+
+
+_Columns = Columns
+
+
+def _or(values: list[Any], default: Any) -> list[Any]:
+    if None not in values:
+        return values
+    return [default if v is None else v for v in values]
 
 
 class _ZeekRows:
@@ -156,8 +197,24 @@ class _ZeekRows:
 
     name: ClassVar[str]
 
-    def _emit(self, recs: list[Any], msgs: list[Message], out: DecodeResult) -> None:
+    def _emit(
+        self, recs: list[Any], msgs: Sequence[Message], out: DecodeResult, tag: str | None = None
+    ) -> None:
+        """Rows of ``recs`` into ``out``. ``tag``: every record came tagged ``conn`` or ``dns``
+        (zeek-kafka ``tag_json``) and ``at_path`` was not filled in from it."""
         col = _Columns(recs)
+        kind = _one_kind(col, tag)
+        if kind == "conn":
+            out.flows = finish_flows(self._conn_columns(recs, col), msgs, self.name, out.dead)
+            return
+        if kind == "dns":
+            out.dns = finish_dns(self._dns_columns(recs, col), msgs, self.name, out.dead)
+            return
+        if tag is not None:  # the general path reads the tag from at_path
+            for r in recs:
+                if r.at_stream is None and r.at_path is None and r.path is None:
+                    r.at_path = tag
+            col = _Columns(recs)
         kinds = _kinds(recs, col)
         if kinds.count("conn") == len(recs):
             if recs:
@@ -189,23 +246,18 @@ class _ZeekRows:
             out.dns = finish_dns(self._dns_columns(dns), dns_m, self.name, out.dead)
 
     @staticmethod
-    def _ts(col: _Columns) -> list[float]:
-        return parse_ts_many(col("ts")).tolist()  # type: ignore[no-any-return]
-
-    @staticmethod
-    def _sensor(col: _Columns) -> Sequence[str]:
-        a, b = col("at_system"), col("system_name")
-        if a.count(None) == len(a) and b.count(None) == len(b):
-            return [""] * len(a)
-        return [x or y or "" for x, y in zip(a, b, strict=True)]
+    def _sensor(col: _Columns) -> Sequence[str] | None:
+        if col.all_none("at_system", "system_name"):
+            return None  # the default, ""
+        return [x or y or "" for x, y in zip(col("at_system"), col("system_name"), strict=True)]
 
     def _conn_columns(self, recs: list[Any], col: _Columns | None = None) -> dict[str, Any]:
         col = col or _Columns(recs)
-        ts = self._ts(col)
+        ts = parse_ts_many(col("ts"))
         dur = _or(col("duration"), 0.0)
         return {
             "ts_start": ts,
-            "ts_end": [t + d for t, d in zip(ts, dur, strict=True)],
+            "ts_end": ts + np.asarray(dur, dtype=np.float64),
             "src": col("orig_h"),
             "dst": col("resp_h"),
             "src_port": _or(col("orig_p"), -1),
@@ -220,26 +272,35 @@ class _ZeekRows:
             "service": _or(col("service"), ""),
             "conn_state": _or(col("conn_state"), ""),
             "sensor": self._sensor(col),
-            "bidirectional": [True] * len(recs),
+            "bidirectional": np.ones(len(recs), dtype=np.bool_),
         }
 
     def _dns_columns(self, recs: list[Any], col: _Columns | None = None) -> dict[str, Any]:
         col = col or _Columns(recs)
         answers = _or(col("answers"), [])
         return {
-            "ts": self._ts(col),
+            "ts": parse_ts_many(col("ts")),
             "src": col("orig_h"),
             "dst": col("resp_h"),
             "src_port": _or(col("orig_p"), -1),
             "dst_port": _or(col("resp_p"), -1),
             "proto": _or(col("proto"), 17),
             "query": _or(col("query"), ""),
-            "qtype": [q if 0 <= q <= 65535 else 0 for q in _or(col("qtype"), 0)],
-            "rcode": [c if 0 <= c <= 65535 else -1 for c in _or(col("rcode"), -1)],
-            "answers_n": [len(a) for a in answers],
-            "answers": [",".join(a) for a in answers],
+            "qtype": _bounded(_or(col("qtype"), 0), 0),
+            "rcode": _bounded(_or(col("rcode"), -1), -1),
+            "answers_n": list(map(len, answers)),
+            "answers": list(map(",".join, answers)),
             "sensor": self._sensor(col),
         }
+
+
+def _bounded(values: list[int], default: int) -> Any:
+    """``values`` with those outside 0..65535 replaced by ``default`` (numpy when they fit)."""
+    try:
+        arr = np.asarray(values, dtype=np.int64)
+    except (OverflowError, TypeError, ValueError):
+        return [v if 0 <= v <= 65535 else default for v in values]
+    return np.where((arr >= 0) & (arr <= 65535), arr, default)
 
 
 class ZeekJsonDecoder(_ZeekRows, ChunkedDecoder):
@@ -275,29 +336,82 @@ class ZeekJsonDecoder(_ZeekRows, ChunkedDecoder):
         """Fast path for a chunk of only tagged conn/dns records with dotted keys (what the
         general path below would do for it, with one parse per message instead of two).
         False (and ``out`` untouched) for any other chunk."""
-        match = _TAG.match
-        for m in messages:
-            tag = match(m.value, 0, 200)
-            if tag is None or tag.group(1) not in (b"conn", b"dns"):
-                return False
+        values = values_of(messages)
+        try:
+            plain = sum(map(bytes.startswith, values, repeat(_TAG_PREFIXES))) == len(values)
+        except TypeError:  # a value that is not bytes
+            return False
+        if not plain:
+            match = _TAG.match
+            for v in values:
+                tag = match(v, 0, 200)
+                if tag is None or tag.group(1) not in (b"conn", b"dns"):
+                    return False
         tagged, ok, dead = typed_decode(self._tag_dotted, messages, self.name)
         if dead:
             return False
-        recs = []
-        for t in tagged:
-            inner = t.conn if t.conn is not None else t.dns
-            if inner is None or inner.orig_h is None:
-                return False
-            recs.append(inner)
-        for t, inner in zip(tagged, recs, strict=True):
+        conns = list(map(_CONN, tagged))
+        if None not in conns:
+            return self._tagged_rows(conns, ok, "conn", out)
+        dnss = list(map(_DNS, tagged))
+        if conns.count(None) == len(conns):
+            return self._tagged_rows(dnss, ok, "dns", out)
+        recs = [c if c is not None else d for c, d in zip(conns, dnss, strict=True)]
+        if None in recs or None in column(recs, "orig_h"):
+            return False
+        ic = [i for i, c in enumerate(conns) if c is not None]
+        idn = [i for i, c in enumerate(conns) if c is None]
+        c_recs, d_recs = [recs[i] for i in ic], [recs[i] for i in idn]
+        c_col, d_col = _Columns(c_recs), _Columns(d_recs)
+        if _one_kind(c_col, "conn") == "conn" and _one_kind(d_col, "dns") == "dns":
+            c_m, d_m = _pick(ok, ic), _pick(ok, idn)
+            out.flows = finish_flows(self._conn_columns(c_recs, c_col), c_m, self.name, out.dead)
+            out.dns = finish_dns(self._dns_columns(d_recs, d_col), d_m, self.name, out.dead)
+            return True
+        for c, inner in zip(conns, recs, strict=True):
             if inner.at_stream is None and inner.at_path is None and inner.path is None:
-                inner.at_path = "conn" if t.conn is not None else "dns"
+                inner.at_path = "conn" if c is not None else "dns"
         self._emit(recs, ok, out)
         return True
 
+    def _tagged_rows(
+        self, recs: list[Any], ok: Sequence[Message], tag: str, out: DecodeResult
+    ) -> bool:
+        if None in column(recs, "orig_h"):
+            return False
+        self._emit(recs, ok, out, tag)
+        return True
+
+    def decode(self, messages: Sequence[Message], assume_tagged: bool = False) -> DecodeResult:
+        """Decode a batch; ``assume_tagged``: the caller checked that every message starts
+        like a zeek-kafka tagged conn/dns record (``{"conn":{`` or ``{"dns":{``)."""
+        values = values_of(messages)
+        if not values:
+            return DecodeResult()
+        if assume_tagged:
+            return decode_batch(self, messages, True)
+        first = values[0]
+        if first.startswith(_TAG_PREFIXES):
+            try:
+                n = sum(map(bytes.startswith, values, repeat(_TAG_PREFIXES)))
+            except TypeError:  # a value that is not bytes
+                n = -1
+            if n == len(values):
+                return decode_batch(self, messages, True)
+        elif first.startswith(b'{"ts":') and b'"id.orig_h"' in first:
+            return decode_batch(self, messages, False)
+        return self.decode_chunks(messages)
+
+    def decode_chunks(self, messages: Sequence[Message]) -> DecodeResult:
+        """The general path: chunk by chunk, every layout and every kind of bad record."""
+        return ChunkedDecoder.decode(self, messages)
+
     def decode_chunk(self, messages: Sequence[Message]) -> DecodeResult:
         out = DecodeResult()
-        if self._tagged and self._decode_tagged(messages, out):
+        first = values_of(messages)[:1]
+        tagged = self._tagged or (bool(first) and first[0].startswith(_TAG_PREFIXES))
+        if tagged and self._decode_tagged(messages, out):
+            self._tagged = True
             return out
         recs, ok, dead = typed_decode(self._dotted, messages, self.name)
         if not dead and None not in column(recs, "orig_h"):  # all bare records with dotted keys
@@ -344,117 +458,10 @@ class ZeekJsonDecoder(_ZeekRows, ChunkedDecoder):
         return out
 
 
-class _Header(msgspec.Struct):
-    sep: str = "\t"
-    set_sep: str = ","
-    empty: str = "(empty)"
-    unset: str = "-"
-    path: str = ""
-    fields: list[str] = []
-    types: list[str] = []
+def __getattr__(name: str) -> Any:
+    """``ZeekTsvDecoder`` lives in :mod:`stream.decoders.zeek_tsv` (it builds on _ZeekRows)."""
+    if name == "ZeekTsvDecoder":
+        from stream.decoders.zeek_tsv import ZeekTsvDecoder
 
-
-def _unescape(text: str) -> str:
-    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda mo: chr(int(mo.group(1), 16)), text)
-
-
-class ZeekTsvDecoder(_ZeekRows, Decoder):
-    """Zeek ASCII (TSV) log lines, one line per message; headers are tracked per origin."""
-
-    name: ClassVar[str] = "zeek-tsv"
-
-    def __init__(self, max_origins: int = 10_000) -> None:
-        self.max_origins = max_origins
-        self.headers: dict[str, _Header] = {}
-
-    @classmethod
-    def sniff(cls, value: bytes) -> bool:
-        return value.startswith((b"#separator", b"#fields\t", b"#set_separator", b"#path\t"))
-
-    def decode(self, messages: Sequence[Message]) -> DecodeResult:
-        out = DecodeResult()
-        recs: list[Any] = []
-        msgs: list[Message] = []
-        for m in messages:
-            try:
-                rec = self._line(m, out)
-            except (UnicodeDecodeError, ValueError) as exc:
-                out.dead.append(DeadLetter.of(m, "bad_value", str(exc), self.name))
-                continue
-            if rec is not None:
-                recs.append(rec)
-                msgs.append(m)
-        self._emit(recs, msgs, out)
-        return out
-
-    def _header(self, origin: str) -> _Header:
-        h = self.headers.get(origin)
-        if h is None:
-            if len(self.headers) >= self.max_origins:
-                self.headers.pop(next(iter(self.headers)))
-            h = self.headers[origin] = _Header()
-        return h
-
-    def _line(self, m: Message, out: DecodeResult) -> Any:
-        if len(m.value) > MAX_MESSAGE_BYTES:
-            out.dead.append(DeadLetter.of(m, "oversized", f"{len(m.value)} bytes", self.name))
-            return None
-        line = m.value.decode("utf-8").rstrip("\r\n")
-        if line.startswith("#"):
-            self._directive(line, self._header(m.origin))
-            out.ignored += 1
-            return None
-        if not line.strip():
-            out.ignored += 1
-            return None
-        h = self.headers.get(m.origin)
-        if h is None or not h.fields:
-            out.dead.append(
-                DeadLetter.of(m, "schema", "data line before a #fields header", self.name)
-            )
-            return None
-        values = line.split(h.sep)
-        if len(values) != len(h.fields):
-            out.dead.append(
-                DeadLetter.of(
-                    m, "schema", f"{len(values)} columns, header has {len(h.fields)}", self.name
-                )
-            )
-            return None
-        row: dict[str, Any] = {}
-        for i, (name, val) in enumerate(zip(h.fields, values, strict=True)):
-            if val == h.unset:
-                continue
-            kind = h.types[i] if i < len(h.types) else ""
-            if kind.startswith(("set", "vector")):
-                row[name] = [] if val == h.empty else val.split(h.set_sep)
-            else:
-                row[name] = "" if val == h.empty else val
-        if h.path and "_path" not in row:
-            row["_path"] = h.path
-        try:
-            return msgspec.convert(row, _Dotted, strict=False)
-        except msgspec.ValidationError as exc:
-            reason, detail = classify(m.value, exc)
-            out.dead.append(DeadLetter.of(m, reason, detail, self.name))
-            return None
-
-    @staticmethod
-    def _directive(line: str, h: _Header) -> None:
-        if line.startswith("#separator"):
-            h.sep = _unescape(line[len("#separator") :].strip()) or "\t"
-            return
-        key, _, rest = line[1:].partition(h.sep)
-        if key == "set_separator":
-            h.set_sep = rest or ","
-        elif key == "empty_field":
-            h.empty = rest
-        elif key == "unset_field":
-            h.unset = rest
-        elif key == "path":
-            h.path = rest
-        elif key == "fields":
-            h.fields = rest.split(h.sep)
-            h.types = []
-        elif key == "types":
-            h.types = rest.split(h.sep)
+        return ZeekTsvDecoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
