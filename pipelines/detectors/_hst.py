@@ -34,7 +34,9 @@ True
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from bisect import bisect
+from collections.abc import Callable, Sequence
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -83,39 +85,26 @@ class BatchHalfSpaceTrees:
 
     # -- construction ---------------------------------------------------------------
     def _build(self, rng: random.Random) -> None:
-        """Draw the trees as River does on its first ``learn_one``: its ``make_padded_tree``
-        draws (feature by limit width, then a padded uniform threshold; node, left subtree,
-        right subtree), over the features in sorted name order, written straight into arrays."""
-        col = {name: k for k, name in enumerate(self.names)}
+        """Draw the trees as River does on its first ``learn_one``.
+
+        The same random calls as River's ``make_padded_tree`` (node, then its left subtree,
+        then its right one; features in sorted name order): ``rng.choices`` weighted by the
+        current limit widths and ``rng.uniform`` over the padded limits, spelt out inline as
+        CPython implements them (``bisect`` of the cumulative weights at ``random() *
+        total``; ``a + (b - a) * random()``) and written straight into arrays. The tests
+        check every split against River's own trees.
+        """
+        order = sorted(self.names)
+        col = [self.names.index(name) for name in order]
         inner = 2**self.height - 1
         feature = [0] * (self.n_trees * inner)
         threshold = [0.0] * (self.n_trees * inner)
         for t in range(self.n_trees):
-            limits = {i: self.limits.get(i, (0.0, 1.0)) for i in sorted(self.names)}
-            stack: list[tuple[int, int, str, tuple[float, float]]] = [(0, 0, "", (0.0, 0.0))]
-            # an explicit stack of (node, phase, feature, its limits): phase 0 draws the split,
-            # 1 restores after the left subtree and opens the right one, 2 restores after it
-            while stack:
-                i, phase, on, was = stack.pop()
-                if phase == 1:
-                    limits[on] = (threshold[t * inner + i], was[1])
-                    stack.append((i, 2, on, was))
-                    if 2 * i + 2 < inner:
-                        stack.append((2 * i + 2, 0, "", (0.0, 0.0)))
-                    continue
-                if phase == 2:
-                    limits[on] = was
-                    continue
-                on = rng.choices(
-                    population=list(limits.keys()), weights=[v[1] - v[0] for v in limits.values()]
-                )[0]
-                a, b = limits[on]
-                at = rng.uniform(a + _PADDING * (b - a), b - _PADDING * (b - a))
-                feature[t * inner + i], threshold[t * inner + i] = col[on], at
-                limits[on] = (a, at)
-                stack.append((i, 1, on, (a, b)))
-                if 2 * i + 1 < inner:
-                    stack.append((2 * i + 1, 0, "", (0.0, 0.0)))
+            lo = [float(self.limits.get(i, (0.0, 1.0))[0]) for i in order]
+            hi = [float(self.limits.get(i, (0.0, 1.0))[1]) for i in order]
+            f, th = _draw_tree(rng.random, lo, hi, col, inner)
+            feature[t * inner : (t + 1) * inner] = f
+            threshold[t * inner : (t + 1) * inner] = th
         self.feature = np.array(feature, dtype=np.int16).reshape(self.n_trees, inner)
         self.threshold = np.array(threshold, dtype=np.float64).reshape(self.n_trees, inner)
 
@@ -191,9 +180,11 @@ class BatchHalfSpaceTrees:
             right = np.zeros((t, nodes), dtype=np.intp)
             feat[:, :inner] = self.feature
             thr[:, :inner] = self.threshold
-            right[:, :inner] = (np.arange(t, dtype=np.intp) * nodes)[:, None] + 2 * np.arange(
-                inner, dtype=np.intp
-            ) + 2
+            right[:, :inner] = (
+                (np.arange(t, dtype=np.intp) * nodes)[:, None]
+                + 2 * np.arange(inner, dtype=np.intp)
+                + 2
+            )
             cached = self._cache = (feat.ravel(), thr.ravel(), right.ravel())
         return cached
 
@@ -202,7 +193,9 @@ class BatchHalfSpaceTrees:
         x = self._rows(x)
         n = len(x)
         feat, thr, right = self._tables()
-        xt = np.ascontiguousarray(x.T).ravel()  # feature-major: value of row r, feature f at f*n + r
+        xt = np.ascontiguousarray(
+            x.T
+        ).ravel()  # feature-major: value of row r, feature f at f*n + r
         fn = feat * n
         nodes = 2 ** (self.height + 1) - 1
         out = np.empty((self.height + 1, self.n_trees * n), dtype=np.intp)
@@ -260,3 +253,29 @@ class BatchHalfSpaceTrees:
         return int(
             self.feature.nbytes + self.threshold.nbytes + self.l_mass.nbytes + self.r_mass.nbytes
         )
+
+
+def _draw_tree(
+    draw: Callable[[], float], lo: list[float], hi: list[float], col: list[int], inner: int
+) -> tuple[list[int], list[float]]:
+    """One tree's splits in heap order, drawn as River's ``make_padded_tree`` draws them."""
+    n, last = len(lo), len(lo) - 1
+    feature, threshold = [0] * inner, [0.0] * inner
+
+    def grow(i: int) -> None:
+        cum = list(accumulate([hi[k] - lo[k] for k in range(n)]))
+        k = bisect(cum, draw() * (cum[-1] + 0.0), 0, last)  # rng.choices(weights=widths)
+        a, b = lo[k], hi[k]
+        x, y = a + _PADDING * (b - a), b - _PADDING * (b - a)
+        at = x + (y - x) * draw()  # rng.uniform(x, y)
+        feature[i], threshold[i] = col[k], at
+        if 2 * i + 1 < inner:
+            hi[k] = at
+            grow(2 * i + 1)
+            hi[k] = b
+            lo[k] = at
+            grow(2 * i + 2)
+            lo[k] = a
+
+    grow(0)
+    return feature, threshold
