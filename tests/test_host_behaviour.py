@@ -186,3 +186,21 @@ def test_snapshot_with_river_trees_and_per_host_dicts_restores_and_continues_ide
         assert a.entity_score(victim) == b.entity_score(victim)
     assert found_a == found_b and any(f.entity == victim for f in found_a)
     assert np.array_equal(a.model.l_mass, b.model.l_mass) and a.learnt == b.learnt
+
+
+def test_vectorised_off_hours_equals_hour_profile_per_host() -> None:
+    det = HostBehaviourDetector()
+    hosts = [f"10.0.0.{i}" for i in range(40)]
+    for day in range(3):
+        for h in range(24):
+            active = [x for i, x in enumerate(hosts) if i % 4 == 0 or 8 <= h < 18 - i % 5]
+            det.hours.observe(active, day * DAY + h * 3600.0)
+    names = [*hosts, "10.9.9.9"]
+    for h in range(24):
+        t = 3 * DAY + h * 3600.0 + 60.0
+        want = [det.hours.off_hours(x, t) for x in names]
+        assert det._off_hours(names, t).tolist() == want
+    assert (
+        any(det._off_hours(names, 3 * DAY + 3 * 3600.0))
+        and not det._off_hours(names, 3 * DAY + 9 * 3600.0).any()
+    )

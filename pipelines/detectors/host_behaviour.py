@@ -224,9 +224,13 @@ class HostBehaviourDetector(Detector):
         self.drift.add([names[j] for j in rows.tolist()], x, pos)
 
     def _off_hours(self, hosts: list[str], t: float) -> np.ndarray:
-        """:meth:`HourProfile.off_hours` of every host at ``t``, as one array operation."""
+        """:meth:`HourProfile.off_hours` of every host at ``t``, as one array operation
+        (over the profile's row index and count rows; one call per host if it has none)."""
         prof = self.hours
-        j = np.fromiter(map(prof.rows.index.get, hosts, repeat(-1)), np.int64, len(hosts))
+        index = getattr(prof.rows, "index", None)
+        if not isinstance(index, dict):
+            return np.array([prof.off_hours(h, t) for h in hosts], dtype=bool)
+        j = np.fromiter(map(index.get, hosts, repeat(-1)), np.int64, len(hosts))
         out = np.zeros(len(hosts), dtype=bool)
         ok = np.flatnonzero(j >= 0)
         if not len(ok):
