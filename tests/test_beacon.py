@@ -245,9 +245,9 @@ def test_state_is_bounded_and_pickles() -> None:
         det.ingest(fb, DnsBatch.empty(), win)
         det.process_window(win)
         assert det.entities() <= 500
-    assert det.pairs.row_bytes() == 64 * 12 + 8 * 12 + 1
+    assert det.pairs.row_bytes() == 64 * 12 + 4 * 6 + 8 * 6 + 1
     # one-off pairs sit in the smallest ring tier: far below a full ring per row
-    assert det.pairs.nbytes() <= 500 * (4 * 12 + 8 * 12 + 1) * 2
+    assert det.pairs.nbytes() <= 500 * (4 * 12 + 4 * 6 + 8 * 6 + 1) * 2
     clone = pickle.loads(pickle.dumps(det))
     assert clone.entities() == det.entities() and clone.params() == det.params()
 

@@ -9,7 +9,7 @@ the churn) go first and a scan cannot flush established series out.
 Ring storage is *tiered*: a series lives in a slot of the smallest tier (capacities
 ``tiers``, the last is ``ring``) that holds its connections and moves up as it grows
 (lower tiers never wrap, so the ring content and order are those of one ``ring``-sized
-ring). Most pairs are one-offs, so a row costs ~104 bytes of counters plus 12 bytes per
+ring). Most pairs are one-offs, so a row costs ~73 bytes of counters plus 12 bytes per
 slot of its tier (4 for a one-off) instead of ``ring × 12``. Tier arrays grow
 geometrically; freed slots are reused.
 
@@ -97,7 +97,7 @@ class PairTable:
         old = self.__dict__.get("n")
         n_old = 0 if old is None else len(old)
         for name in _COUNTERS:
-            a = np.zeros(cap, dtype=np.int64)
+            a = np.zeros(cap, dtype=np.int32)  # counts per series fit easily; half the bytes
             if old is not None:
                 a[:n_old] = getattr(self, name)
             setattr(self, name, a)
@@ -118,7 +118,7 @@ class PairTable:
         free = self.tfree[i]
         if len(free) < k:
             have = len(self.tts[i])
-            grow = max(have, k - len(free), 16)
+            grow = max(have // 2, k - len(free), 16)
             c = self.caps[i]
             self.tts[i] = np.concatenate([self.tts[i], np.zeros((grow, c))])
             self.tsz[i] = np.concatenate([self.tsz[i], np.zeros((grow, c), dtype=np.float32)])
@@ -172,6 +172,11 @@ class PairTable:
             sz[m, :c] = self.tsz[i][self.slot[rows[m]]]
         return ts, sz
 
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        state["last_fresh"] = []  # transient: read right after rows()
+        return state
+
     def __len__(self) -> int:
         return len(self.index)
 
@@ -186,7 +191,7 @@ class PairTable:
 
     def row_bytes(self) -> int:
         """Bytes of numpy state per row with a full ring."""
-        return self.ring * 12 + 8 * (len(_COUNTERS) + len(_FLOATS)) + 1
+        return self.ring * 12 + 4 * len(_COUNTERS) + 8 * len(_FLOATS) + 1
 
     def _reset(self, rows: np.ndarray, now: float) -> None:
         for name in _COUNTERS:
@@ -308,7 +313,7 @@ class PairTable:
         self.fill[uniq] = np.minimum(self.ring, self.fill[uniq] + kept)
         self.n[uniq] += count
         orig = order
-        np.add.at(self.failed, rows, failed[orig].astype(np.int64))
+        np.add.at(self.failed, rows, failed[orig].astype(self.failed.dtype))
         np.add.at(self.out, rows, out[orig].astype(np.float64))
         np.add.at(self.inb, rows, inb[orig].astype(np.float64))
         np.maximum.at(self.last, rows, ts)

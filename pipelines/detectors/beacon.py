@@ -3,7 +3,9 @@
 Entity: ``(internal src, external dst, dst_port)`` and, where DNS answers tell which name
 an address belongs to, ``(src, registered domain, dst_port)`` (catches C2 that rotates
 addresses behind one name). Each series keeps the last ``ring_size`` connection starts
-and sizes (flow ``ts_start``; bytes both ways) in a bounded :class:`PairTable`.
+and sizes (flow ``ts_start``; bytes both ways) in a bounded :class:`PairTable` of at most
+``max_pairs`` series (least active evicted first; ring storage tiered by series length,
+so one-off pairs cost ~150 bytes).
 
 When a window closes, every series that received connections and has at least
 ``min_checkins`` check-ins is scored with :func:`regularity` (RITA-style: Bowley skew,
