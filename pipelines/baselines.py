@@ -41,6 +41,7 @@ from pipelines.sketches import HostIndex
 __all__ = ["RobustBaseline", "SharedBaseline"]
 
 _MAD_TO_SIGMA = 1.4826
+_T_MIN, _T_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 
 
 class RobustBaseline:
@@ -79,7 +80,9 @@ class RobustBaseline:
         self.spread = np.zeros((0, f), dtype=np.float32)
         self.ref_loc = np.zeros((0, f), dtype=np.float32)
         self.ref_spread = np.zeros((0, f), dtype=np.float32)
-        self.last_seen = np.zeros(0, dtype=np.int64)
+        self.last_seen = np.zeros(
+            0, dtype=np.int32
+        )  # the ``t`` of learn (an hour/day/window index)
 
     # -- entity bookkeeping -------------------------------------------------------
     def __len__(self) -> int:
@@ -223,7 +226,7 @@ class RobustBaseline:
         self.loc[ids] = new_loc
         self.spread[ids] = np.maximum(new_spread, self.min_spread * 0.5)
         self.n[ids] = np.minimum(n + 1, np.iinfo(np.int32).max).astype(np.int32)
-        self.last_seen[ids] = t
+        self.last_seen[ids] = min(max(int(t), _T_MIN), _T_MAX)
         done = self.n[ids] == self.warmup
         if done.any():
             just = ids[done]

@@ -176,7 +176,7 @@ class LruIndex:
         get = self.index.get
         return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
-    def _evict(self, need: int, protect: set[int]) -> list[int]:
+    def _evict(self, need: int, protect: set[int], dropped: list[Hashable] | None) -> list[int]:
         n = max(need, int(self.capacity * self.evict_fraction), 1)
         live = np.array(sorted(self.index.values()), dtype=np.int64)
         if protect:
@@ -187,12 +187,19 @@ class LruIndex:
             key = self.keys[r]
             self.keys[r] = None
             del self.index[key]
+            if dropped is not None:
+                dropped.append(key)
         return victims.tolist()
 
     def lookup(
-        self, keys: Sequence[Hashable], tick: int, create: bool = True
+        self,
+        keys: Sequence[Hashable],
+        tick: int,
+        create: bool = True,
+        dropped: list[Hashable] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows of ``keys`` (touched at ``tick``), a mask of newly created rows, evicted rows."""
+        """Rows of ``keys`` (touched at ``tick``), a mask of newly created rows, evicted rows
+        (whose keys are appended to ``dropped`` when given)."""
         rows = self.get(keys)
         new = rows < 0
         evicted: list[int] = []
@@ -201,7 +208,7 @@ class LruIndex:
             uniq = list(dict.fromkeys(missing))
             over = len(self.index) + len(uniq) - self.capacity
             if over > 0:
-                evicted = self._evict(over, set(rows[~new].tolist()))
+                evicted = self._evict(over, set(rows[~new].tolist()), dropped)
                 self.free.extend(evicted)
             for k in uniq:
                 if self.free:

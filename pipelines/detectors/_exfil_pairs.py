@@ -10,23 +10,25 @@
   of bytes per flow (chunk sizes), the CUSUM and a bounded sample of record positions.
 
 Memory: a pair is found through its host's ``top_k`` slot row (int32) and the
-destination's :class:`DestinationTable` row, so there is no per-pair Python object or
-dict entry; columns use the narrowest exact dtype (~170 bytes per pair); chunk-size
-histograms count in uint8 and move to a uint32 side table the first time a bin would
-pass 255. Pairs whose destination left the (LRU) destination table keep their text
-destination and are found again through a small ``orphans`` dict.
+destination's :class:`DestinationTable` row (whose key is its text), so there is no
+per-pair Python object or dict entry; columns use the narrowest exact dtype, rarely
+needed ones live in extension columns made on demand (~130 bytes per pair in all);
+chunk-size histograms count in uint8 and move to a uint32 side table the first time a
+bin would pass 255. A pair whose destination left the (LRU) destination table keeps its
+text in a small ``orphan_dst`` dict and is re-linked when the destination comes back.
 
 >>> d = DestinationTable(capacity=10)
->>> rows, evicted = d.observe(["203.0.113.9"], np.array([100.0]), tick=1)
+>>> rows, new, gone, gone_keys = d.observe(["203.0.113.9"], np.array([100.0]), tick=1)
 >>> d.add_hosts(rows, np.array([7], dtype=np.uint32))
 >>> first, nh = d.stats(["203.0.113.9", "198.51.100.1"])
 >>> first.tolist()[0], nh.tolist()
 (100.0, [1, 0])
->>> p = PairTable(top_k=2)
->>> p.rows(np.array([0, 0]), np.array([0, 1]), ["a", "b"], upload=np.array([5.0, 9.0]))[0].tolist()
+>>> p = PairTable(top_k=2, dests=DestinationTable())
+>>> r = p.dests.observe(["a", "b", "c"], np.zeros(3), tick=1)[0]
+>>> p.rows(np.array([0, 0]), r[:2], upload=np.array([5.0, 9.0]))[0].tolist()
 [1, 0]
 >>> p.cols["out"][[0, 1]] = [9.0, 5.0]
->>> p.rows(np.array([0, 0]), np.array([1, 2]), ["b", "c"])[0].tolist()  # "a" (less upload) makes room
+>>> p.rows(np.array([0, 0]), r[1:])[0].tolist()  # "a" (less upload) makes room
 [0, 1]
 >>> sorted(k[1] for k in p.index)
 ['b', 'c']
@@ -72,11 +74,13 @@ class DestinationTable:
 
     def observe(
         self, dsts: Sequence[str], first_ts: np.ndarray, tick: int
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         """Touch ``dsts`` (unique); new ones get ``first_ts`` as first-seen time.
 
-        Returns their rows and the rows recycled for them (destinations forgotten)."""
-        rows, new, evicted = self.lru.lookup(dsts, tick)
+        Returns their rows, which of them are new, and the rows recycled for them with
+        the destinations they held (forgotten)."""
+        gone: list[Any] = []
+        rows, new, evicted = self.lru.lookup(dsts, tick, dropped=gone)
         n = len(self.lru.keys)
         if n > len(self.first_seen):
             grow = max(n, 2 * len(self.first_seen), 64) - len(self.first_seen)
@@ -87,7 +91,19 @@ class DestinationTable:
         self.first_seen[rows[new]] = first_ts[new]
         old = ~new
         self.first_seen[rows[old]] = np.minimum(self.first_seen[rows[old]], first_ts[old])
-        return rows, evicted
+        return rows, new, evicted, gone
+
+    def key(self, row: int) -> str:
+        return str(self.lru.keys[row])
+
+    def stats_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`stats` by row (-1: unknown destination). Pure."""
+        ok = rows >= 0
+        first = np.full(len(rows), np.nan)
+        nh = np.zeros(len(rows), dtype=np.int64)
+        first[ok] = self.first_seen[rows[ok]]
+        nh[ok] = self.hosts.count(rows[ok])
+        return first, nh
 
     def add_hosts(self, rows: np.ndarray, host_hashes: np.ndarray) -> None:
         self.hosts.add(rows, host_hashes)
@@ -145,7 +161,14 @@ _HIST_MAX = 255  # uint8 histogram bins; a pair whose bin would pass this is pro
 class PairTable:
     """Per (internal host, external destination) statistics, ``top_k`` per host."""
 
-    def __init__(self, top_k: int = 32, hist_bins: int = 12, positions: int = 8) -> None:
+    def __init__(
+        self,
+        top_k: int = 32,
+        hist_bins: int = 12,
+        positions: int = 8,
+        dests: DestinationTable | None = None,
+    ) -> None:
+        self.dests = dests if dests is not None else DestinationTable()
         self.top_k = top_k
         self.hist_bins = hist_bins
         self.positions = positions
@@ -162,8 +185,8 @@ class PairTable:
         self.hist = np.zeros((0, hist_bins), dtype=np.uint8)
         self.hist_big = np.zeros((0, hist_bins), dtype=np.uint32)
         self.big_free: list[int] = []
-        self.dst = np.empty(0, dtype=object)
-        self.orphans: dict[tuple[int, str], int] = {}
+        self.orphan_dst: dict[int, str] = {}  # pair row -> destination no longer in dests
+        self.orphan_rows: dict[str, list[int]] = {}  # the same, by destination
         self.sample: dict[int, list[tuple[str, int]]] = {}
         self.host_slots = np.full((0, top_k), -1, dtype=np.int32)
         # last record position per pair of the window being scored (set by the detector)
@@ -188,11 +211,19 @@ class PairTable:
             (h, d): r
             for h, d, r in zip(
                 self.cols["host"][live].tolist(),
-                self.dst[live].tolist(),
+                self.dst_of(live),
                 live.tolist(),
                 strict=True,
             )
         }
+
+    def dst_of(self, rows: np.ndarray) -> list[str]:
+        """Destination (text) of each pair row."""
+        keys = self.dests.lru.keys
+        return [
+            str(keys[d]) if d >= 0 else self.orphan_dst[r]
+            for r, d in zip(rows.tolist(), self.cols["drow"][rows].tolist(), strict=True)
+        ]
 
     def slots_of(self, host_row: int) -> np.ndarray:
         """Pair rows of one host (int64)."""
@@ -202,7 +233,7 @@ class PairTable:
         return s[s >= 0].astype(np.int64)
 
     def _grow(self, rows: int, hosts: int) -> None:
-        have = len(self.dst)
+        have = len(self.hist)
         if rows > have:
             new = max(rows, have + have // 4, 64)
             for k, (dt, fill) in _PAIR_FIELDS.items():
@@ -210,7 +241,6 @@ class PairTable:
             self.hist = np.concatenate(
                 [self.hist, np.zeros((new - have, self.hist_bins), np.uint8)]
             )
-            self.dst = np.concatenate([self.dst, np.full(new - have, None, dtype=object)])
         hs = len(self.host_slots)
         if hosts > hs:
             new = max(hosts, hs + hs // 4, 64)
@@ -268,13 +298,16 @@ class PairTable:
             for k, (_dt, fill) in _EXT_FIELDS.items():
                 self.ext[k][e] = fill
             self.ext_free.extend(e.tolist())
-        orphan = rows[self.cols["drow"][rows] < 0]
-        for h, d in zip(self.cols["host"][orphan].tolist(), self.dst[orphan].tolist(), strict=True):
-            self.orphans.pop((h, d), None)
+        if self.orphan_dst:
+            for r in rows[self.cols["drow"][rows] < 0].tolist():
+                d = self.orphan_dst.pop(r, None)
+                if d is not None:
+                    self.orphan_rows[d].remove(r)
+                    if not self.orphan_rows[d]:
+                        del self.orphan_rows[d]
         for k, (_dt, fill) in _PAIR_FIELDS.items():
             self.cols[k][rows] = fill
         self.hist[rows] = 0
-        self.dst[rows] = None
         for r in rows.tolist():
             self.sample.pop(r, None)
 
@@ -296,20 +329,31 @@ class PairTable:
         value = np.where(occ, value, -1.0)
         return np.argsort(value, axis=1, kind="stable")
 
-    def orphan(self, drows: np.ndarray) -> None:
-        """Destination rows ``drows`` were recycled: their pairs keep only the text key."""
+    def orphan(self, drows: np.ndarray, keys: Sequence[str]) -> None:
+        """Destination rows ``drows`` (which held ``keys``) were recycled: their pairs keep
+        the text of their destination."""
         if not len(drows) or not self.size:
             return
+        held = dict(zip(np.asarray(drows).tolist(), keys, strict=True))
         hit = np.flatnonzero(np.isin(self.cols["drow"][: self.size], drows))
-        for r, h, d in zip(
-            hit.tolist(), self.cols["host"][hit].tolist(), self.dst[hit].tolist(), strict=True
-        ):
-            self.orphans[(h, d)] = r
+        for r, d in zip(hit.tolist(), self.cols["drow"][hit].tolist(), strict=True):
+            key = str(held[d])
+            self.orphan_dst[r] = key
+            self.orphan_rows.setdefault(key, []).append(r)
         self.cols["drow"][hit] = -1
 
-    def find(self, host_rows: np.ndarray, drows: np.ndarray, dsts: Sequence[str]) -> np.ndarray:
-        """Rows of the pairs ``(host_rows[i], dsts[i])`` (``drows``: their destination rows), -1
-        when absent. Pure."""
+    def relink(self, dsts: Sequence[str], drows: np.ndarray) -> None:
+        """Destinations ``dsts`` (re)entered the destination table at ``drows``: pairs that
+        had lost theirs point at it again."""
+        for d, row in zip(dsts, drows.tolist(), strict=True):
+            rs = self.orphan_rows.pop(d, None)
+            if rs is not None:
+                for r in rs:
+                    del self.orphan_dst[r]
+                self.cols["drow"][rs] = row
+
+    def find(self, host_rows: np.ndarray, drows: np.ndarray) -> np.ndarray:
+        """Rows of the pairs ``(host_rows[i], destination row drows[i])``, -1 when absent. Pure."""
         out = np.full(len(host_rows), -1, dtype=np.int64)
         ok = host_rows < len(self.host_slots)
         if ok.any():
@@ -318,33 +362,22 @@ class PairTable:
             j = np.argmax(match, axis=1)
             got = slots[np.arange(len(slots)), j]
             out[ok] = np.where(match[np.arange(len(slots)), j], got, -1)
-        if self.orphans:
-            get = self.orphans.get
-            for i in np.flatnonzero(out < 0).tolist():
-                out[i] = get((int(host_rows[i]), dsts[i]), -1)
         return out
 
     def rows(
         self,
         host_rows: np.ndarray,
         drows: np.ndarray,
-        dsts: Sequence[str],
         now: float = 0.0,
         upload: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of the (unique) pairs ``(host_rows[i], dsts[i])``, creating/evicting as needed,
+        """Rows of the (unique) pairs ``(host_rows[i], drows[i])``, creating/evicting as needed,
         and the rows of the pairs evicted to make room (reused by new pairs).
 
         A host gets at most ``top_k`` new pairs per call (the largest ``upload`` first);
         pairs that do not fit get row -1 (their bytes still count in the host totals).
         """
-        out = self.find(host_rows, drows, dsts)
-        if self.orphans:  # found again: re-linked to the destination's new row
-            rel = out >= 0
-            back = rel & (self.cols["drow"][np.maximum(out, 0)] < 0)
-            for i in np.flatnonzero(back).tolist():
-                del self.orphans[(int(host_rows[i]), dsts[i])]
-                self.cols["drow"][out[i]] = drows[i]
+        out = self.find(host_rows, drows)
         new = np.flatnonzero(out < 0)
         if not len(new):
             return out, np.zeros(0, dtype=np.int64)
@@ -380,7 +413,6 @@ class PairTable:
         self.host_slots[nh, slot] = rows
         self.cols["host"][rows] = nh
         self.cols["drow"][rows] = drows[new]
-        self.dst[rows] = [dsts[i] for i in new.tolist()]
         out[new] = rows
         return out, victims
 
@@ -476,7 +508,7 @@ class PairTable:
             + self.host_slots.nbytes
             + sum(a.nbytes for a in self.ext.values())
         )
-        return int(arrays + 8 * len(self.dst) + 120 * (len(self.orphans) + len(self.sample)))
+        return int(arrays + 120 * (len(self.orphan_dst) + len(self.sample)))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -484,7 +516,6 @@ class PairTable:
         state["cols"] = {k: v[:n].copy() for k, v in self.cols.items()}
         state["ext"] = {k: v[: self.ext_size].copy() for k, v in self.ext.items()}
         state["hist"] = self.hist[:n].copy()
-        state["dst"] = self.dst[:n].copy()
         used = np.flatnonzero((self.host_slots >= 0).any(axis=1))
         state["host_slots"] = self.host_slots[: int(used[-1]) + 1 if len(used) else 0].copy()
         return state

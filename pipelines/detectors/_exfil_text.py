@@ -97,7 +97,7 @@ def positions_of(
 
 def pair_facts(det: ExfilDetector, r: int, now: float) -> dict[str, Any]:
     P = det.pairs
-    dst = str(P.dst[r])
+    dst = P.dst_of(np.array([r]))[0]
     first_dst, nh = det.dsts.stats([dst])
     first = float(np.fmin(first_dst[0], P.first_ts[r]))
     med, q1, q3 = det.pairs.chunk_quantiles(np.array([r]), (0.5, 0.25, 0.75))[0].tolist()
@@ -268,7 +268,7 @@ def spread_finding(
     top = act[np.argsort(-P.out[act])][:5]
     start = float(np.nanmin(P.first_ts[act])) if len(act) else f.window.start
     span = (f.window.end - start) / 3600.0
-    tops = [str(P.dst[r]) for r in top.tolist()]
+    tops = P.dst_of(top)
     conns = int(P.conns[act].sum())
     facts: dict[str, Any] = {
         "bytes_out": total, "destinations": len(act), "cusum_bytes": s,

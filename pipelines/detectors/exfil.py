@@ -175,8 +175,8 @@ class ExfilDetector(Detector):
             max_step=baseline_max_step,
             floor_per_hour=volume_floor,
         )
-        self.pairs = PairTable(top_k=top_k, hist_bins=20)
         self.dsts = DestinationTable(capacity=max_destinations)
+        self.pairs = PairTable(top_k=top_k, hist_bins=20, dests=self.dsts)
         self.domains: dict[str, str] = {}  # external IP -> last DNS name that resolved to it
         n = 0
         self.h_cusum = np.zeros(n)
@@ -245,9 +245,12 @@ class ExfilDetector(Detector):
         # destinations, network-wide
         dmin = np.full(len(dsts), np.inf)
         np.minimum.at(dmin, dc, ts)
-        drows, gone = self.dsts.observe(dsts, dmin, tick=window.index)  # type: ignore[arg-type]
+        drows, new, gone, gone_keys = self.dsts.observe(dsts, dmin, tick=window.index)  # type: ignore[arg-type]
         if len(gone):
-            self.pairs.orphan(gone)
+            self.pairs.orphan(gone, gone_keys)
+        if self.pairs.orphan_rows and new.any():
+            fresh = np.flatnonzero(new)
+            self.pairs.relink([dsts[i] for i in fresh.tolist()], drows[fresh])  # type: ignore[misc]
         # (host, destination) groups
         nd = len(dsts)
         uk, inv = np.unique(hc * nd + dc, return_inverse=True)
@@ -256,8 +259,7 @@ class ExfilDetector(Detector):
         P = self.pairs
         g = len(uk)
         wo = np.bincount(inv, weights=b_out, minlength=g)
-        gdst = [dsts[j] for j in gd.tolist()]
-        rows, victims = P.rows(hrows[gh], drows[gd], gdst, window.end, upload=wo)
+        rows, victims = P.rows(hrows[gh], drows[gd], window.end, upload=wo)
         if len(victims):  # evicted pairs: what the open window had for them goes with them
             self._w_pairs = [
                 tuple(a[keep] for a in e)  # type: ignore[misc]
@@ -346,7 +348,7 @@ class ExfilDetector(Detector):
         P, win = self.pairs, f.window
         prow = f.pairs
         hrow = P.host[prow]
-        first_dst, nh = self.dsts.stats(P.dst[prow].tolist())
+        first_dst, nh = self.dsts.stats_rows(P.drow[prow].astype(np.int64))
         first = np.fmin(first_dst, P.first_ts[prow])
         known_until = (self.hz.first_hour[hrow] + self.new_after_hours) * 3600.0
         new_rare = (first >= known_until) & (nh <= self.rare_hosts)
