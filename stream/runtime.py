@@ -18,8 +18,9 @@ import logging
 import signal
 import threading
 import time
+from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ from pipelines.records import DnsBatch, FlowBatch, annotate_direction
 from pipelines.serialize import render, to_json_bytes
 from stream.checkpoint import Checkpointer, PartitionState
 from stream.decoders import get_decoder
-from stream.decoders.base import DeadLetter, DecodeResult, Message
+from stream.decoders.base import DeadLetter, DecodeResult, Message, MessageBlock
 from stream.kafka import make_admin, make_consumer, make_producer
 from stream.kafka.base import TP, ClientSettings, ConsumerClient, ProducerClient
 from stream.metrics import Metrics
@@ -68,6 +69,19 @@ class RuntimeConfig:
     #: default 700 makes the cyclic collector walk the engine state every few thousand
     #: records: ~25% of the runtime's CPU); None keeps the interpreter's setting
     gc_young_threshold: int | None = 100_000
+
+
+def _from_offset(msgs: Sequence[Message], offset: int) -> Sequence[Message]:
+    """The messages at ``offset`` and after (a block stays a block).
+
+    >>> _from_offset(MessageBlock([b"a", b"b", b"c"], "t/0", range(5, 8)), 6).offsets
+    range(6, 8)
+    >>> [m.offset for m in _from_offset([Message(b"a", "t/0", 5), Message(b"b", "t/0", 6)], 6)]
+    [6]
+    """
+    if isinstance(msgs, MessageBlock):
+        return msgs[bisect_left(msgs.offsets, offset) :]
+    return [m for m in msgs if m.offset >= offset]
 
 
 class Runtime:
@@ -230,7 +244,7 @@ class Runtime:
         log.info("assigned %s/%d at offset %s", tp[0], tp[1], offset)
 
     # -- processing ---------------------------------------------------------------------
-    def _process(self, batches: dict[TP, list[Message]]) -> None:
+    def _process(self, batches: dict[TP, Sequence[Message]]) -> None:
         assert self._producer is not None
         t0 = time.perf_counter()
         newest = -np.inf
@@ -242,7 +256,7 @@ class Runtime:
                 if msgs[-1].offset < ps.next_offset:
                     continue  # replayed by a seek: already processed
                 if msgs[0].offset < ps.next_offset:
-                    msgs = [m for m in msgs if m.offset >= ps.next_offset]
+                    msgs = _from_offset(msgs, ps.next_offset)
             if ps.expect_offset is not None:
                 # first records after a restore must start at the committed offset: records
                 # fetched before the assignment changed could start later and skip a gap
@@ -281,7 +295,7 @@ class Runtime:
         if np.isfinite(newest):
             self.metrics.event_lag.observe(max(0.0, time.time() - newest))
 
-    def _decode(self, ps: PartitionState, msgs: list[Message]) -> DecodeResult:
+    def _decode(self, ps: PartitionState, msgs: Sequence[Message]) -> DecodeResult:
         """Decode a batch; a decoder that raises costs only the offending messages."""
         try:
             return ps.decoder.decode(msgs)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise, repeat
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
-from stream.decoders.base import Message
+from stream.decoders.base import Message, MessageBlock
 
 __all__ = [
     "TP",
@@ -30,6 +30,7 @@ __all__ = [
     "ProducerClient",
     "RebalanceEvent",
     "RebalanceQueue",
+    "RecordBlock",
     "messages_of",
     "peer_of",
     "runs",
@@ -84,6 +85,102 @@ def seconds_of(timestamps_ms: Sequence[Any]) -> list[float | None]:
     return [t / 1000.0 if t and t > 0 else None for t in timestamps_ms]
 
 
+class RecordBlock(MessageBlock):
+    """One partition's polled records as columns: a :class:`MessageBlock` that also keeps
+    each record's key, ``peer`` header and transport time.
+
+    Block-aware decoders read :attr:`values` and :attr:`offsets` directly (no
+    :class:`Message` object per record); everything else (``block[i]``, slices,
+    iteration, pickling) sees complete Messages, so decoders that need a key, a peer or
+    a timestamp (NetFlow, pmacct) get them as before.
+
+    >>> b = RecordBlock([b"a", b"b"], "t/0", [7, 8], [None, b"k"], ["", "p"], [1.0, None])
+    >>> b[1], [m.key for m in b], b[1:].peers, type(b[:1]).__name__
+    (Message(value=b'b', origin='t/0', offset=8, key=b'k', peer='p', timestamp=None), [None, b'k'], ['p'], 'RecordBlock')
+    >>> RecordBlock.join([b[:1], b[1:]]).values, len(RecordBlock.join([]))
+    ([b'a', b'b'], 0)
+    """
+
+    __slots__ = ("keys", "peers", "timestamps")
+
+    def __init__(
+        self,
+        values: list[bytes],
+        origin: str,
+        offsets: Sequence[int],
+        keys: Sequence[bytes | None],
+        peers: Sequence[str],
+        timestamps: Sequence[float | None],
+    ) -> None:
+        super().__init__(values, origin, offsets)
+        if not len(keys) == len(peers) == len(timestamps) == len(values):
+            raise ValueError("RecordBlock columns differ in length")
+        self.keys, self.peers, self.timestamps = keys, peers, timestamps
+
+    @overload
+    def __getitem__(self, index: int) -> Message: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> RecordBlock: ...
+
+    def __getitem__(self, index: int | slice) -> Message | RecordBlock:
+        if isinstance(index, slice):
+            return RecordBlock(
+                self.values[index],
+                self.origin,
+                self.offsets[index],
+                self.keys[index],
+                self.peers[index],
+                self.timestamps[index],
+            )
+        return Message(
+            self.values[index],
+            self.origin,
+            self.offsets[index],
+            self.keys[index],
+            self.peers[index],
+            self.timestamps[index],
+        )
+
+    def __iter__(self) -> Iterator[Message]:
+        return map(
+            Message,
+            self.values,
+            repeat(self.origin),
+            self.offsets,
+            self.keys,
+            self.peers,
+            self.timestamps,
+        )
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return RecordBlock, (
+            self.values,
+            self.origin,
+            self.offsets,
+            self.keys,
+            self.peers,
+            self.timestamps,
+        )
+
+    def __repr__(self) -> str:
+        return f"RecordBlock({len(self)} records from {self.origin!r})"
+
+    @classmethod
+    def join(cls, blocks: Sequence[RecordBlock]) -> RecordBlock:
+        """One block of several blocks' records (same origin), in order."""
+        if len(blocks) == 1:
+            return blocks[0]
+
+        def cat(name: str) -> list[Any]:
+            return [x for b in blocks for x in getattr(b, name)]
+
+        origin = blocks[0].origin if blocks else ""
+        return cls(
+            cat("values"), origin, cat("offsets"), cat("keys"), cat("peers"), cat("timestamps")
+        )
+
+
 def messages_of(
     origin: str,
     values: Sequence[bytes | None],
@@ -91,25 +188,25 @@ def messages_of(
     keys: Sequence[bytes | None],
     headers: Sequence[Any],
     timestamps_ms: Sequence[Any],
-) -> list[Message]:
-    """Decoder :class:`Message` objects of one partition's records, built column-wise.
+) -> RecordBlock:
+    """The decoder messages of one partition's polled records, built column-wise.
 
-    The runtime's hot path: one ``Message`` per record and no other Python object per
-    record (value ``None`` becomes ``b""``, ``peer`` comes from a ``peer`` header).
+    The runtime's hot path: no Python object per record (value ``None`` becomes ``b""``,
+    ``peer`` comes from a ``peer`` header, contiguous offsets become a ``range``).
 
     >>> ms = messages_of("t/0", [b"a", None], [7, 8], [None, b"k"], [None, [("peer", b"p")]], [1000, 0])
-    >>> [(m.value, m.origin, m.offset, m.key, m.peer, m.timestamp) for m in ms]
-    [(b'a', 't/0', 7, None, '', 1.0), (b'', 't/0', 8, b'k', 'p', None)]
+    >>> [(m.value, m.origin, m.offset, m.key, m.peer, m.timestamp) for m in ms], ms.offsets
+    ([(b'a', 't/0', 7, None, '', 1.0), (b'', 't/0', 8, b'k', 'p', None)], range(7, 9))
     """
     n = len(values)
-    if None in values:
-        values = [v if v is not None else b"" for v in values]
-    peers: Iterable[str] = (
-        [peer_of(h) if h else "" for h in headers] if any(headers) else repeat("", n)
-    )
-    return list(
-        map(Message, values, repeat(origin, n), offsets, keys, peers, seconds_of(timestamps_ms))
-    )
+    vals: list[Any] = values if isinstance(values, list) else list(values)
+    if None in vals:
+        vals = [v if v is not None else b"" for v in vals]
+    peers = [peer_of(h) if h else "" for h in headers] if any(headers) else [""] * n
+    offs: Sequence[int] = offsets
+    if n and offsets[-1] - offsets[0] == n - 1:  # offsets only increase within a partition
+        offs = range(offsets[0], offsets[-1] + 1)
+    return RecordBlock(vals, origin, offs, keys, peers, seconds_of(timestamps_ms))
 
 
 def runs(topics: Sequence[str], partitions: Sequence[int]) -> list[tuple[TP, int, int]]:
@@ -187,11 +284,12 @@ class ConsumerClient(ABC):
     def poll(self, timeout_s: float, max_records: int) -> list[InRecord]: ...
 
     @abstractmethod
-    def poll_batches(self, timeout_s: float, max_records: int) -> dict[TP, list[Message]]:
-        """Like :meth:`poll`, grouped by partition as decoder :class:`Message` objects.
+    def poll_batches(self, timeout_s: float, max_records: int) -> dict[TP, Sequence[Message]]:
+        """Like :meth:`poll`, grouped by partition as sequences of decoder messages.
 
-        The runtime's hot path: one object per record (origin ``"topic/partition"``,
-        transport timestamp in seconds, ``peer`` from a ``peer`` header).
+        The runtime's hot path: a :class:`RecordBlock` per partition (origin
+        ``"topic/partition"``, transport timestamp in seconds, ``peer`` from a ``peer``
+        header), in offset order.
         """
 
     @abstractmethod

@@ -29,6 +29,7 @@ from stream.kafka.base import (
     InRecord,
     ProducerClient,
     RebalanceQueue,
+    RecordBlock,
     messages_of,
     runs,
 )
@@ -144,7 +145,7 @@ class CKConsumer(ConsumerClient):
             )
         return out
 
-    def poll_batches(self, timeout_s: float, max_records: int) -> dict[TP, list[Message]]:
+    def poll_batches(self, timeout_s: float, max_records: int) -> dict[TP, Sequence[Message]]:
         msgs: list[Any] = self._c.consume(num_messages=max_records, timeout=timeout_s)
         if not msgs:
             return {}
@@ -154,7 +155,7 @@ class CKConsumer(ConsumerClient):
                 if err is not None and err.fatal():
                     raise StreamError(f"consumer error: {err}")
             msgs = [m for m, err in zip(msgs, errors, strict=True) if err is None]
-        out: dict[TP, list[Message]] = {}
+        out: dict[TP, list[RecordBlock]] = {}
         origins = self._origins
         # column-wise: one C-level pass per accessor over a run of one partition's records
         for key, a, b in runs(list(map(_TOPIC, msgs)), list(map(_PARTITION, msgs))):
@@ -171,10 +172,10 @@ class CKConsumer(ConsumerClient):
                 list(map(_TS_MS, map(_TIMESTAMP, part))),
             )
             if key in out:
-                out[key].extend(got)
+                out[key].append(got)
             else:
-                out[key] = got
-        return out
+                out[key] = [got]
+        return {key: RecordBlock.join(blocks) for key, blocks in out.items()}
 
     def lag(self, tps: Iterable[TP]) -> dict[TP, int]:
         out = {}

@@ -162,9 +162,9 @@ class KPConsumer(ConsumerClient):
                 )
         return out
 
-    def poll_batches(self, timeout_s: float, max_records: int) -> dict[TP, list[Message]]:
+    def poll_batches(self, timeout_s: float, max_records: int) -> dict[TP, Sequence[Message]]:
         got = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        out: dict[TP, list[Message]] = {}
+        out: dict[TP, Sequence[Message]] = {}
         for tp, recs in got.items():
             if not recs:
                 continue
