@@ -320,3 +320,14 @@ def test_slow_beacon_survives_table_churn() -> None:
     assert det.pairs.evicted > 10_000 and det.entities() <= 2000
     assert {f.episode for f in found} == {"203.0.113.44:443"}
     assert abs(found[-1].facts["period_s"] - 1200) < 150
+
+
+def test_series_table_grows_with_the_hosts_and_stays_bounded_per_host() -> None:
+    rows = [{"ts_start": T0 + i * 0.1, "src": f"10.4.{i // 250}.{i % 250}", "dst": f"198.18.0.{k}",
+             "dst_port": 443, "bytes_out": 300, "bytes_in": 900} for i in range(300) for k in range(3)]  # fmt: skip
+    fb = flows(rows)
+    for per_host, most in ((0.0, 100), (2.0, 600)):
+        det = BeaconDetector(max_pairs=100, pairs_per_host=per_host)
+        drive(det, fb)
+        assert det.entities() == most  # 900 distinct pairs offered: max(100, 2 x 300 hosts) kept
+        assert det.pairs.evicted + det.pairs.dropped == 900 - most

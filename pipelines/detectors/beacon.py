@@ -4,8 +4,9 @@ Entity: ``(internal src, external dst, dst_port)`` and, where DNS answers tell w
 an address belongs to, ``(src, registered domain, dst_port)`` (catches C2 that rotates
 addresses behind one name). Each series keeps the last ``ring_size`` connection starts
 and sizes (flow ``ts_start``; bytes both ways) in a bounded :class:`PairTable` of at most
-``max_pairs`` series (least active evicted first; ring storage tiered by series length,
-so one-off pairs cost ~150 bytes).
+``max(max_pairs, pairs_per_host × known hosts)`` series (least active evicted first;
+known hosts are capped by ``max_hosts``; ring storage is tiered by series length, so a
+one-off pair costs ~120 bytes of arrays).
 
 When a window closes, every series that received connections and has at least
 ``min_checkins`` check-ins is scored with :func:`regularity` (RITA-style: Bowley skew,
@@ -138,6 +139,7 @@ class BeaconDetector(HostWarmup, Detector):
         cv_max_long: float = 0.4,
         ring_size: int = 128,
         max_pairs: int = 20_000,
+        pairs_per_host: float = 1.0,
         idle_evict: float = 86_400.0,
         merge_gap: float = 0.5,
         max_missed: float = 0.3,
@@ -172,6 +174,7 @@ class BeaconDetector(HostWarmup, Detector):
         self.cv_max_long = cv_max_long
         self.ring_size = ring_size
         self.max_pairs = max_pairs
+        self.pairs_per_host = pairs_per_host
         self.idle_evict = idle_evict
         self.merge_gap = merge_gap
         self.max_missed = max_missed
@@ -270,6 +273,8 @@ class BeaconDetector(HostWarmup, Detector):
             if extra:
                 keys = keys + [k for _, k in extra]
                 sel = np.concatenate([idx, idx[[i for i, _ in extra]]])
+        # the series table grows with the network: max_pairs, or pairs_per_host per known host
+        self.pairs.max_pairs = max(self.max_pairs, int(self.pairs_per_host * len(self.hosts)))
         rows = self.pairs.rows(keys, now=float(flows.ts_start[idx].min()))
         fresh = self.pairs.last_fresh
         for r in fresh:  # reused rows start clean
