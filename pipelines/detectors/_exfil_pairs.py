@@ -251,16 +251,22 @@ class PairTable:
     def get(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Extension column ``name`` of pair ``rows`` (its fill where a pair has no extension)."""
         dt, fill = _EXT_FIELDS[name]
+        out = np.full(len(rows), fill, dtype=dt)
+        if not self.ext_size:
+            return out
         e = self.cols["ext"][rows]
-        out = np.full(len(e), fill, dtype=dt)
         ok = e >= 0
         out[ok] = self.ext[name][e[ok]]
         return out
 
     def set(self, name: str, rows: np.ndarray, values: Any) -> None:
         """Write extension column ``name`` (``rows`` unique); extensions are made on demand."""
+        if not len(rows):
+            return
         _dt, fill = _EXT_FIELDS[name]
-        values = np.broadcast_to(np.asarray(values), (len(rows),))
+        values = np.asarray(values)
+        if values.ndim == 0:
+            values = np.full(len(rows), values)
         e = self.cols["ext"][rows]
         need = (e < 0) & (values != fill)
         if need.any():

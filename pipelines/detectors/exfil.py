@@ -88,18 +88,27 @@ class _Scored:
     firing: list[int]  # hosts whose volume horizons fire (emitted or not)
 
 
-def _sums(keys: list[np.ndarray], vals: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct keys (sorted) and the float64 sum of their values, over several arrays.
+def _sums(
+    keys: list[np.ndarray], vals: list[list[np.ndarray]]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Distinct keys (sorted) and, per value list, the float64 sum of their values over
+    several (key, value) arrays (each array's keys distinct).
 
-    >>> k, v = _sums([np.array([3, 1]), np.array([3])], [np.array([1.0, 2.0]), np.array([4.0])])
+    >>> k, (v,) = _sums([np.array([3, 1]), np.array([3])], [[np.array([1.0, 2.0]), np.array([4.0])]])
     >>> k.tolist(), v.tolist()
     ([1, 3], [2.0, 5.0])
     """
     if not keys:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
+        return np.zeros(0, dtype=np.int64), [np.zeros(0) for _ in vals]
+    if len(keys) == 1:  # distinct already: just sort
+        order = np.argsort(keys[0], kind="stable")
+        return keys[0][order].astype(np.int64), [v[0][order].astype(np.float64) for v in vals]
     k = np.concatenate(keys).astype(np.int64)
     uk, inv = np.unique(k, return_inverse=True)
-    return uk, np.bincount(inv, weights=np.concatenate(vals).astype(np.float64), minlength=len(uk))
+    return uk, [
+        np.bincount(inv, weights=np.concatenate(v).astype(np.float64), minlength=len(uk))
+        for v in vals
+    ]
 
 
 class ExfilDetector(Detector):
@@ -307,21 +316,24 @@ class ExfilDetector(Detector):
         hour = int(window.start // 3600)
         self.hz.advance(hour)
         frac = min(max((window.end - hour * 3600.0) / 3600.0, 0.0), 1.0)
-        hosts, host_out = _sums([e[0] for e in self._w_hosts], [e[1] for e in self._w_hosts])
+        hw = self._w_hosts
+        hosts, (host_out,) = _sums([e[0] for e in hw], [[e[1] for e in hw]])
         w = self._w_pairs
-        prow, w_out = _sums([e[0] for e in w], [e[1] for e in w])
-        _, w_conns = _sums([e[0] for e in w], [e[2] for e in w])
+        prow, (w_out, w_conns) = _sums([e[0] for e in w], [[e[1] for e in w], [e[2] for e in w]])
         w_conns = w_conns.astype(np.int64)
         self._w_hosts, self._w_pairs = [], []
         self.hz.add(hosts, host_out)
         P = self.pairs
         P.cols["busy"][prow] = 0
         if w:  # last record position per pair (the last ingest call wins, as it overwrote)
-            r = np.concatenate([e[0] for e in w])
-            last = len(r) - 1 - np.unique(r[::-1], return_index=True)[1]
+            r = np.concatenate([e[0] for e in w]) if len(w) > 1 else w[0][0]
+            if len(w) > 1:
+                last = len(r) - 1 - np.unique(r[::-1], return_index=True)[1]
+            else:  # one call: its rows are distinct
+                last = np.argsort(r, kind="stable")
             P.w_rows = r[last]
-            P.w_origin = np.concatenate([e[3] for e in w])[last]
-            P.w_offset = np.concatenate([e[4] for e in w])[last]
+            P.w_origin = (np.concatenate([e[3] for e in w]) if len(w) > 1 else w[0][3])[last]
+            P.w_offset = (np.concatenate([e[4] for e in w]) if len(w) > 1 else w[0][4])[last]
         # active hours and the moments of completed hourly uploads
         moved = P.last_hour[prow] != hour
         done = prow[moved & (P.last_hour[prow] >= 0)]
