@@ -54,6 +54,10 @@ class RuntimeConfig:
     instance_id: str | None = None
     backend: str = "kafka-python"
     alert_format: str = "ocsf"
+    #: alerts name the sender's last committed snapshot in a ``snapshot_id`` record header
+    #: only, not in the body: a redelivery by another member (which may name another
+    #: checkpoint of the same state) then has a byte-identical body
+    snapshot_in_body: bool = False
     state_dir: str | None = "state"
     checkpoint_interval_s: float = 30.0
     checkpoint_records: int = 500_000
@@ -323,7 +327,7 @@ class Runtime:
     def _send_alerts(self, alerts: list[Incident]) -> None:
         assert self._producer is not None
         for a in alerts:
-            doc = render(a, self.cfg.alert_format)
+            doc = render(a, self.cfg.alert_format, snapshot=self.cfg.snapshot_in_body)
             self._producer.send(
                 self.cfg.alerts_topic,
                 to_json_bytes(doc),
@@ -332,6 +336,7 @@ class Runtime:
                     ("alert_uid", a.uid.encode()),
                     ("revision", str(a.revision).encode()),
                     ("detector", a.detector.encode()),
+                    ("snapshot_id", a.snapshot_id.encode()),
                 ],
             )
             self.metrics.alert(a.detector, a.severity_id)

@@ -52,6 +52,13 @@ def test_clean_run_alerts_commits_and_state(kafka, reference) -> None:  # type: 
     assert {int(r.key.split(b"|")[2]) for r in manifests} == set(offs), (
         "a state snapshot per partition"
     )
+    # the snapshot an alert descends from is named in a record header, not in the body
+    written = {json.loads(r.value)["snapshot_id"] for r in manifests}
+    named = set()
+    for r in read_topic(kafka.bootstrap, f"{topic}.alerts"):
+        assert "snapshot_id" not in json.loads(r.value)["unmapped"]["slowburn"]
+        named.add(dict(r.headers)["snapshot_id"].decode())
+    assert named - {""} <= written and named - {""}, "alerts name committed snapshots"
 
 
 def test_resume_after_restart_continues_state(kafka, network, reference, tmp_path) -> None:  # type: ignore[no-untyped-def]

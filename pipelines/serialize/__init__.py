@@ -36,12 +36,18 @@ FORMATS = ("ocsf", "ecs")
 _encoder = msgspec.json.Encoder(order="sorted")
 
 
-def render(incident: Incident, fmt: str = "ocsf", product_version: str = "0.1.0") -> dict[str, Any]:
-    """``incident`` as an OCSF (``fmt="ocsf"``) or ECS (``fmt="ecs"``) dict."""
+def render(
+    incident: Incident, fmt: str = "ocsf", product_version: str = "0.1.0", snapshot: bool = True
+) -> dict[str, Any]:
+    """``incident`` as an OCSF (``fmt="ocsf"``) or ECS (``fmt="ecs"``) dict.
+
+    ``snapshot=False`` leaves ``snapshot_id`` out of the body (the Kafka runtime sends it
+    as a record header).
+    """
     if fmt == "ocsf":
-        return to_ocsf(incident, product_version=product_version)
+        return to_ocsf(incident, product_version=product_version, snapshot=snapshot)
     if fmt == "ecs":
-        return to_ecs(incident)
+        return to_ecs(incident, snapshot=snapshot)
     raise ConfigError(f"alerts.format: unknown format {fmt!r}; known: {', '.join(FORMATS)}")
 
 

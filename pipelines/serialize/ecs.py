@@ -87,8 +87,10 @@ def _threat(techniques: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def to_ecs(inc: Incident) -> dict[str, Any]:
+def to_ecs(inc: Incident, snapshot: bool = True) -> dict[str, Any]:
     """Render ``inc`` as an ECS 9 alert document (see module docstring).
+
+    ``snapshot=False``: no ``snapshot_id`` in the explanation (see :func:`explanation`).
 
     >>> from pipelines.incidents import Incident
     >>> d = to_ecs(Incident("u-1", "lateral", "lateral_movement", "10.0.0.5", "", 0.0, 0.0, 60.0,
@@ -99,7 +101,7 @@ def to_ecs(inc: Incident) -> dict[str, Any]:
     >>> d["threat"]["technique"]["subtechnique"]["name"]
     ['SMB/Windows Admin Shares']
     """
-    expl = jsonable(explanation(inc))
+    expl = jsonable(explanation(inc, snapshot))
     doc: dict[str, Any] = {
         "@timestamp": _iso(inc.end),
         "ecs": {"version": ECS_VERSION},

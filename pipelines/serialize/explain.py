@@ -56,8 +56,24 @@ def jsonable(v: Any) -> Any:
     return str(v)
 
 
-def explanation(inc: Incident) -> dict[str, Any]:
-    """The explanation of ``inc`` (see module docstring)."""
+def explanation(inc: Incident, snapshot: bool = True) -> dict[str, Any]:
+    """The explanation of ``inc`` (see module docstring).
+
+    ``snapshot=False`` leaves out ``snapshot_id`` (the streaming runtime sends it as a
+    Kafka header instead, so that a redelivered alert's body is byte-identical).
+
+    >>> from pipelines.incidents import Incident
+    >>> inc = Incident("u", "exfil", "exfiltration", "h", "", 0.0, 0.0, 1.0, snapshot_id="s-1")
+    >>> explanation(inc)["snapshot_id"], "snapshot_id" in explanation(inc, snapshot=False)
+    ('s-1', False)
+    """
+    out = _explanation(inc)
+    if not snapshot:
+        del out["snapshot_id"]
+    return out
+
+
+def _explanation(inc: Incident) -> dict[str, Any]:
     return {
         "sentence": inc.sentence,
         "detector": inc.detector,

@@ -180,8 +180,10 @@ def _observables(inc: Incident) -> list[dict[str, Any]]:
     return obs
 
 
-def to_ocsf(inc: Incident, product_version: str = "0.1.0") -> dict[str, Any]:
+def to_ocsf(inc: Incident, product_version: str = "0.1.0", snapshot: bool = True) -> dict[str, Any]:
     """Render ``inc`` as an OCSF 1.8.0 Detection Finding dict (see module docstring).
+
+    ``snapshot=False``: no ``snapshot_id`` in the explanation (see :func:`explanation`).
 
     >>> from pipelines.incidents import Incident
     >>> d = to_ocsf(Incident("u-1", "beacon", "beaconing", "10.0.0.5", "198.51.100.7", 0.0, 0.0,
@@ -195,7 +197,7 @@ def to_ocsf(inc: Incident, product_version: str = "0.1.0") -> dict[str, Any]:
     conf_id = confidence_id(inc.confidence)
     risk = int(min(100, max(0, inc.risk_score)))
     risk_id = risk_level_id(risk)
-    expl = explanation(inc)
+    expl = explanation(inc, snapshot)
     analytic_id = ANALYTIC_TYPE.get(inc.analytic, 0)
     finding_info: dict[str, Any] = {
         "uid": inc.uid,

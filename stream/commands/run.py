@@ -110,6 +110,11 @@ def build(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     )
     cfg.backend = args.backend or cfg.backend
     cfg.alert_format = config.alert_format(args.alert_format)
+    # alerts.snapshot_in_body: also name the snapshot inside the alert body (default: only
+    # in the ``snapshot_id`` record header, so redelivered bodies are byte-identical)
+    cfg.snapshot_in_body = bool(
+        config.section("alerts").get("snapshot_in_body", cfg.snapshot_in_body)
+    )
     cfg.state_dir = args.state_dir or state.get("dir", cfg.state_dir)
     cfg.checkpoint_interval_s = float(
         args.checkpoint_interval or state.get("checkpoint_interval_s", cfg.checkpoint_interval_s)
