@@ -51,6 +51,10 @@ __all__ = ["Engine", "EngineConfig"]
 
 log = logging.getLogger(__name__)
 
+#: Version of the detectors' pickled state layout, part of :attr:`Engine.model_version`.
+#: 2: columnar exfil/lateral/beacon/host_behaviour state (checkpoints of layout 1 are refused).
+STATE_FORMAT = 2
+
 
 @dataclass
 class EngineConfig:
@@ -109,16 +113,18 @@ class Engine:
 
     # -- identity -------------------------------------------------------------------
     def _model_version(self) -> str:
-        """``<code version>+<hash of engine config and every detector's parameters>``.
+        """``<code version>+s<state format>+<hash of engine config and detector parameters>``.
 
         Stable across runs with the same configuration, so alert ids are reproducible.
+        :data:`STATE_FORMAT` changes whenever a detector's pickled state layout does, so a
+        checkpoint written by an older layout is refused on restore instead of misread.
         """
         desc = {
             "engine": asdict(self.config),
             "detectors": {d.name: d.params() for d in self.detectors},
         }
         digest = hashlib.sha256(json.dumps(desc, sort_keys=True, default=repr).encode()).hexdigest()
-        return f"{__version__}+{digest[:10]}"
+        return f"{__version__}+s{STATE_FORMAT}+{digest[:10]}"
 
     @property
     def watermark(self) -> float:
