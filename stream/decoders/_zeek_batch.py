@@ -29,6 +29,7 @@ import numpy as np
 from pipelines.records import DnsBatch, FlowBatch
 from stream.decoders._json import (
     Columns,
+    canon_ips,
     finish_dns,
     finish_flows,
     merge_results,
@@ -47,10 +48,11 @@ _KEY = ("ts", "orig_h", "orig_p", "resp_h", "resp_p", "proto")
 _CONN = (*_KEY, "service", "duration", "orig_bytes", "resp_bytes", "orig_ip_bytes",
          "resp_ip_bytes", "orig_pkts", "resp_pkts", "conn_state")  # fmt: skip
 _DNS = (*_KEY, "query", "qtype", "rcode", "answers")
-_GET_CONN = attrgetter(*_CONN)
-_GET_DNS = attrgetter(*_DNS)
-_GET_WRAP = attrgetter(*_WRAP)
-_NO_WRAP = (None,) * len(_WRAP)
+# one list per field (not one tuple per record: tuples are tracked by the cyclic GC,
+# and hundreds of thousands of them make it walk the heap again and again)
+_GET_CONN = [attrgetter(f) for f in _CONN]
+_GET_DNS = [attrgetter(f) for f in _DNS]
+_WRAP_GETTERS = [attrgetter(f) for f in _WRAP]
 _TAG_CONN = attrgetter("conn")
 _TAG_DNS = attrgetter("dns")
 
@@ -66,7 +68,7 @@ _CONN_OBJ: dict[str, Any] = {"proto": 0, "service": "", "conn_state": ""}
 _DNS_OBJ: dict[str, Any] = {"proto": 17, "query": "", "answers": []}
 
 
-def _num(values: tuple[Any, ...], dtype: Any, default: Any) -> np.ndarray | None:
+def _num(values: Sequence[Any], dtype: Any, default: Any) -> np.ndarray | None:
     """``values`` as an array, unset ones as ``default``; None if some do not fit."""
     try:
         try:
@@ -87,11 +89,13 @@ class _Rows:
         self.parts: dict[str, list[Any]] = {f: [] for f in fields}
         self.index: list[int] = []
 
-    def add(self, recs: list[Any], getter: Any, index: Sequence[int]) -> bool:
+    def add(self, recs: list[Any], getter: list[Any], index: Sequence[int]) -> bool:
         """Append ``recs`` (all of this kind); False if some lack a key field or carry wrappers."""
-        if list(map(_GET_WRAP, recs)).count(_NO_WRAP) != len(recs):
-            return False
-        cols = list(zip(*map(getter, recs), strict=True))
+        n = len(recs)
+        for g in _WRAP_GETTERS:
+            if list(map(g, recs)).count(None) != n:
+                return False
+        cols = [list(map(g, recs)) for g in getter]
         if None in cols[0] or None in cols[1] or None in cols[3]:  # ts, orig_h, resp_h
             return False
         nums: dict[str, np.ndarray] = {}
@@ -104,8 +108,8 @@ class _Rows:
                 nums[name] = got
         parts = self.parts
         parts["ts"].append(parse_ts_many(cols[0]))
-        parts["orig_h"].extend(cols[1])
-        parts["resp_h"].extend(cols[3])
+        parts["orig_h"].extend(canon_ips(cols[1]))  # while the strings are in the CPU cache
+        parts["resp_h"].extend(canon_ips(cols[3]))
         for name, col in zip(self.fields, cols, strict=True):
             if name in nums:
                 parts[name].append(nums[name])
@@ -255,10 +259,14 @@ def _mixed(conns: list[Any], dnss: list[Any], index: range, conn: _Rows, dns: _R
     return False
 
 
-def decode_batch(dec: ZeekJsonDecoder, messages: Sequence[Message], tagged: bool) -> DecodeResult:
-    """Decode a batch of bare dotted (``tagged=False``) or zeek-kafka tagged records."""
+def decode_batch(
+    dec: ZeekJsonDecoder, messages: Sequence[Message], tagged: bool, sized: bool = False
+) -> DecodeResult:
+    """Decode a batch of bare dotted (``tagged=False``) or zeek-kafka tagged records.
+
+    ``sized``: the caller made sure no message is over MAX_MESSAGE_BYTES."""
     values = values_of(messages)
-    if max(map(len, values)) > MAX_MESSAGE_BYTES:
+    if not sized and max(map(len, values)) > MAX_MESSAGE_BYTES:
         return dec.decode_chunks(messages)
     step = max(int(dec.chunk), 1)
     parts: list[DecodeResult] = []

@@ -51,7 +51,7 @@ from stream.decoders.base import (
     MessageBlock,
 )
 
-__all__ = ["ZeekJsonDecoder", "ZeekTsvDecoder"]
+__all__ = ["ZeekJsonDecoder"]  # ZeekTsvDecoder: module __getattr__ below
 
 Duration = Annotated[float, msgspec.Meta(ge=0)]
 
@@ -90,10 +90,10 @@ def _record_type(sep: str) -> type[msgspec.Struct]:
 _Dotted = _record_type(".")
 _Under = _record_type("_")
 _TaggedDotted = msgspec.defstruct(
-    "ZeekTaggedDotted", [("conn", _Dotted | None, None), ("dns", _Dotted | None, None)]
+    "ZeekTaggedDotted", [("conn", _Dotted | None, None), ("dns", _Dotted | None, None)], gc=False
 )
 _TaggedUnder = msgspec.defstruct(
-    "ZeekTaggedUnder", [("conn", _Under | None, None), ("dns", _Under | None, None)]
+    "ZeekTaggedUnder", [("conn", _Under | None, None), ("dns", _Under | None, None)], gc=False
 )
 _TAG = re.compile(rb'\s*\{\s*"([A-Za-z0-9_]+)"\s*:\s*\{')
 #: what :data:`_TAG` matches with group conn/dns, in the spelling zeek-kafka writes
@@ -384,12 +384,13 @@ class ZeekJsonDecoder(_ZeekRows, ChunkedDecoder):
 
     def decode(self, messages: Sequence[Message], assume_tagged: bool = False) -> DecodeResult:
         """Decode a batch; ``assume_tagged``: the caller checked that every message starts
-        like a zeek-kafka tagged conn/dns record (``{"conn":{`` or ``{"dns":{``)."""
+        like a zeek-kafka tagged conn/dns record (``{"conn":{`` or ``{"dns":{``) and that
+        none is over :data:`MAX_MESSAGE_BYTES`."""
         values = values_of(messages)
         if not values:
             return DecodeResult()
         if assume_tagged:
-            return decode_batch(self, messages, True)
+            return decode_batch(self, messages, True, sized=True)
         first = values[0]
         if first.startswith(_TAG_PREFIXES):
             try:
